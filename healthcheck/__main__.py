@@ -1,0 +1,5 @@
+import sys
+
+from healthcheck.cli import main
+
+sys.exit(main())

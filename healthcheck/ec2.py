@@ -1,0 +1,108 @@
+"""EC2 instance lookup for `i-...` targets: address, state and status checks in two API calls.
+
+boto3 is imported only here, and only when an `i-` target is probed: it costs
+a third of a second that a plain probe should not pay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from healthcheck.errors import UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What EC2 says about one instance."""
+
+    instance_id: str
+    state: str
+    public_ip: str | None
+    private_ip: str | None
+    system_status: str
+    instance_status: str
+
+    def report(self, address: str | None) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "state": self.state,
+            "address": address,
+            "system_status": self.system_status,
+            "instance_status": self.instance_status,
+        }
+
+
+class LookupFailed(Exception):
+    """EC2 could not be asked (network, throttling): the targets are UNKNOWN_HOST, not bad input."""
+
+
+def make_client(region: str | None, timeout: float) -> EC2Client:
+    """An EC2 client whose every call is bounded: short timeouts and one retry."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=max(timeout, 1.0),
+        read_timeout=max(timeout, 1.0),
+        retries={"max_attempts": 2, "mode": "standard"},
+    )
+    return boto3.client("ec2", region_name=region, config=config)
+
+
+def describe(client: EC2Client, instance_ids: list[str]) -> dict[str, Instance]:
+    """Every id's state, addresses and status checks; an id that does not exist is bad input."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+    try:
+        reservations = client.describe_instances(InstanceIds=instance_ids)["Reservations"]
+        statuses = client.describe_instance_status(InstanceIds=instance_ids, IncludeAllInstances=True)[
+            "InstanceStatuses"
+        ]
+    except NoCredentialsError:
+        raise UsageError(
+            "no AWS credentials to look up "
+            + ", ".join(instance_ids)
+            + ": set AWS_PROFILE or AWS_ACCESS_KEY_ID, or run aws configure"
+        ) from None
+    except NoRegionError:
+        raise UsageError("no AWS region to look up instances in: pass --region or set AWS_REGION") from None
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code.startswith("InvalidInstanceID"):
+            raise UsageError(
+                f"unknown instance id ({error.response['Error'].get('Message', code)}): "
+                "check the id and the region (--region)"
+            ) from None
+        if code in ("AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId"):
+            raise UsageError(
+                f"AWS refused the lookup ({code}): check the credentials and ec2:Describe* rights"
+            ) from None
+        raise LookupFailed(f"EC2 lookup failed: {code or error}") from None
+    except BotoCoreError as error:
+        raise LookupFailed(f"EC2 lookup failed: {error}") from None
+
+    checks = {
+        status["InstanceId"]: (
+            status.get("SystemStatus", {}).get("Status", "unknown"),
+            status.get("InstanceStatus", {}).get("Status", "unknown"),
+        )
+        for status in statuses
+    }
+    found = {}
+    for reservation in reservations:
+        for instance in reservation["Instances"]:
+            instance_id = instance["InstanceId"]
+            system_status, instance_status = checks.get(instance_id, ("unknown", "unknown"))
+            found[instance_id] = Instance(
+                instance_id=instance_id,
+                state=instance["State"]["Name"],
+                public_ip=instance.get("PublicIpAddress"),
+                private_ip=instance.get("PrivateIpAddress"),
+                system_status=system_status,
+                instance_status=instance_status,
+            )
+    return found

@@ -1,0 +1,171 @@
+"""Shared fixtures: an isolated home, real throwaway sshd servers on 127.0.0.1, and a CLI runner.
+
+Every test connects only to loopback (or to a network namespace it creates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healthcheck.cli import main
+from healthcheck.sandbox import ThrowawaySshd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test sees the developer's ~/.ssh, ssh-agent or AWS credentials."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for variable in ("SSH_AUTH_SOCK", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return home
+
+
+@dataclass
+class Server:
+    """A running throwaway sshd with an authorized client key and a known_hosts path for the probe."""
+
+    sshd: ThrowawaySshd
+    key: Path
+    known_hosts: Path
+
+    @property
+    def port(self) -> int:
+        return self.sshd.ports[0]
+
+    @property
+    def target(self) -> str:
+        return f"{self.sshd.user}@127.0.0.1:{self.port}"
+
+    def args(self, *extra: str) -> list[str]:
+        """probe arguments that log in to this server with its key."""
+        return ["-i", str(self.key), "--known-hosts", str(self.known_hosts), *extra]
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[ThrowawaySshd] = []
+
+    def make(ports: int = 1, extra_config: str = "", key_options: str = "") -> Server:
+        sshd = ThrowawaySshd(ports=ports, extra_config=extra_config)
+        started.append(sshd)
+        key = sshd.add_client_key("id_client", key_options)
+        sshd.start()
+        return Server(sshd, key, tmp_path / f"known_hosts_{len(started)}")
+
+    yield make
+    for sshd in started:
+        sshd.close()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.stdout)  # type: ignore[no-any-return]
+
+    @property
+    def result(self) -> dict[str, Any]:
+        (only,) = self.json["results"]
+        return only  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
+    """Run `python -m healthcheck ARGS` in-process; returns exit status, stdout and stderr."""
+
+    def run(*argv: str) -> Run:
+        out = io.StringIO()
+        code = main(list(argv), out=out)
+        return Run(code, out.getvalue(), capsys.readouterr().err)
+
+    return run
+
+
+@pytest.fixture
+def run_module() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`python -m healthcheck ...` in a fresh interpreter (prefix with `ip netns exec` via `wrapper`)."""
+
+    def run(*argv: str, wrapper: tuple[str, ...] = (), timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*wrapper, sys.executable, "-m", "healthcheck", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            check=False,
+        )
+
+    return run
+
+
+class LineServer:
+    """A loopback TCP server whose per-connection behaviour is a function of the accepted socket."""
+
+    def __init__(self, handle: Callable[[socket.socket, int], None]) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._handle = handle
+        self._stop = threading.Event()
+        self._connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._connections += 1
+            threading.Thread(target=self._run, args=(conn, self._connections), daemon=True).start()
+
+    def _run(self, conn: socket.socket, number: int) -> None:
+        with conn, contextlib.suppress(OSError):
+            self._handle(conn, number)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+
+@pytest.fixture
+def line_server() -> Iterator[Callable[[Callable[[socket.socket, int], None]], LineServer]]:
+    servers: list[LineServer] = []
+
+    def make(handle: Callable[[socket.socket, int], None]) -> LineServer:
+        servers.append(LineServer(handle))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
