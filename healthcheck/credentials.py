@@ -46,7 +46,10 @@ def load_identity(path: str) -> paramiko.PKey:
         raise UsageError(f"identity file {path} is not readable: fix its permissions or run as its owner") from None
     except IsADirectoryError:
         raise UsageError(f"identity file {path} is a directory: pass the private key file itself") from None
-    except paramiko.PasswordRequiredException:
+    except (paramiko.PasswordRequiredException, TypeError) as error:
+        # cryptography reports OpenSSH-format keys with a passphrase as a TypeError.
+        if isinstance(error, TypeError) and "password" not in str(error):
+            raise UsageError(f"identity file {path} is not a usable private key ({error})") from None
         raise EncryptedKey(
             f"identity file {path} is encrypted: load it into ssh-agent (ssh-add {path}) and omit -i"
         ) from None

@@ -44,18 +44,22 @@ def make_client(region: str | None, timeout: float) -> EC2Client:
     """An EC2 client whose every call is bounded: short timeouts and one retry."""
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import NoRegionError
 
     config = Config(
         connect_timeout=max(timeout, 1.0),
         read_timeout=max(timeout, 1.0),
         retries={"max_attempts": 2, "mode": "standard"},
     )
-    return boto3.client("ec2", region_name=region, config=config)
+    try:
+        return boto3.client("ec2", region_name=region, config=config)
+    except NoRegionError:
+        raise UsageError("no AWS region to look up instances in: pass --region or set AWS_REGION") from None
 
 
 def describe(client: EC2Client, instance_ids: list[str]) -> dict[str, Instance]:
     """Every id's state, addresses and status checks; an id that does not exist is bad input."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
         reservations = client.describe_instances(InstanceIds=instance_ids)["Reservations"]
@@ -68,8 +72,6 @@ def describe(client: EC2Client, instance_ids: list[str]) -> dict[str, Instance]:
             + ", ".join(instance_ids)
             + ": set AWS_PROFILE or AWS_ACCESS_KEY_ID, or run aws configure"
         ) from None
-    except NoRegionError:
-        raise UsageError("no AWS region to look up instances in: pass --region or set AWS_REGION") from None
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         if code.startswith("InvalidInstanceID"):

@@ -18,6 +18,7 @@ any wait inside paramiko that has no timeout of its own.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
 import time
@@ -94,20 +95,23 @@ class _Timeline:
         self.clock = clock
         self.stages: list[Stage] = []
 
-    def run(self, name: str, step: Callable[[Deadline], tuple[T, str]], extra_seconds: float = 0.0) -> T:
+    def run(
+        self, name: str, step: Callable[[Deadline], tuple[T, str]], *, extra_seconds: float = 0.0, note: str = ""
+    ) -> T:
+        """Run one stage; `note` is appended to its detail (the retry count), `extra_seconds` to its time."""
         deadline = self.overall.stage(STAGE_SHARES[name])
         started = self.clock()
         try:
             value, detail = step(deadline)
         except StageFailed as failure:
-            self._record(name, False, started, extra_seconds, failure.detail)
+            self._record(name, False, started, extra_seconds, failure.detail + note)
             raise
-        except Exception as error:
+        except Exception as error:  # a probe reports, it never crashes
             verdict = TIMEOUT_VERDICTS[name] if deadline.expired else Verdict.PROBE_ERROR
             detail = f"{type(error).__name__}: {error}"
-            self._record(name, False, started, extra_seconds, detail)
+            self._record(name, False, started, extra_seconds, detail + note)
             raise StageFailed(verdict, detail) from error
-        self._record(name, True, started, extra_seconds, detail)
+        self._record(name, True, started, extra_seconds, detail + note)
         return value
 
     def _record(self, name: str, ok: bool, started: float, extra_seconds: float, detail: str) -> None:
@@ -188,34 +192,36 @@ def _handshake(
     """tcp then banner, retried with backoff on transient resets while time remains.
 
     HUNG and timeouts are never retried: waiting again inside the same budget
-    would only hide the freeze.
+    would only hide the freeze. Only the last attempt's stages are reported,
+    with the number of attempts in their detail.
     """
     overall = timeline.overall
+    first_stage = len(timeline.stages)
+    attempts = itertools.count(1)
+
+    def attempt() -> tuple[socket.socket, Identification]:
+        number = next(attempts)
+        del timeline.stages[first_stage:]
+        note = f" (attempt {number}, after a reset)" if number > 1 else ""
+        sock = timeline.run("tcp", lambda deadline: (connect(addresses, deadline), _peer(addresses)), note=note)
+
+        def identify(deadline: Deadline) -> tuple[Identification, str]:
+            identification = exchange_identification(sock, deadline)
+            return identification, identification.server_id
+
+        try:
+            return sock, timeline.run("banner", identify, note=note)
+        except StageFailed:
+            sock.close()
+            raise
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientFailure),
         wait=tenacity.wait_exponential(multiplier=0.05, max=1.0) + tenacity.wait_random(0, 0.05),
         stop=lambda state: overall.remaining() <= (state.upcoming_sleep or 0.0) + 0.1,
         reraise=True,
     )
-    return retrying(_connect_and_identify, timeline, addresses)
-
-
-def _connect_and_identify(
-    timeline: _Timeline, addresses: list[tuple[int, tuple[str, int]]]
-) -> tuple[socket.socket, Identification]:
-    attempt = 1 + sum(1 for stage in timeline.stages if stage.name == "tcp")
-    note = f" (attempt {attempt}, after a reset)" if attempt > 1 else ""
-    sock = timeline.run("tcp", lambda deadline: (connect(addresses, deadline), _peer(addresses) + note))
-
-    def identify(deadline: Deadline) -> tuple[Identification, str]:
-        identification = exchange_identification(sock, deadline)
-        return identification, identification.server_id + note
-
-    try:
-        return sock, timeline.run("banner", identify)
-    except StageFailed:
-        sock.close()
-        raise
+    return retrying(attempt)
 
 
 def _peer(addresses: list[tuple[int, tuple[str, int]]]) -> str:
