@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from healthcheck import __version__, ec2
 from healthcheck.errors import UsageError
-from healthcheck.probe import Ec2Lookup, Job, ProbeSettings, probe_all
+from healthcheck.probe import Job, ProbeSettings, probe_all
 from healthcheck.render import as_json, overall_status, report, watch_line
 from healthcheck.status import Status
 from healthcheck.targets import TargetDefaults, load_ssh_config, parse_port, parse_target
@@ -45,6 +45,15 @@ targets:
 exit status (Nagios): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN or bad input;
 the most significant state over all targets.
 """
+
+
+# option, Thresholds field, upper bound, metavar, when the host is DEGRADED
+THRESHOLD_OPTIONS = (
+    ("--mem-available-min", "mem_available_min_percent", 100, "PERCENT", "below this much available memory"),
+    ("--disk-max", "disk_used_max_percent", 100, "PERCENT", "above this disk use on / or the data mount"),
+    ("--load-per-cpu-max", "load_per_cpu_max", 1000, "N", "above this 1-minute load per CPU"),
+    ("--gpu-mem-max", "gpu_memory_max_percent", 100, "PERCENT", "above this GPU memory use"),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,34 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-mount", default="/data", metavar="PATH", help="data disk whose use is reported (default: %(default)s)"
     )
     defaults = Thresholds()
-    probe.add_argument(
-        "--mem-available-min",
-        type=_number(float, 0, 100, "--mem-available-min"),
-        default=defaults.mem_available_min_percent,
-        metavar="PERCENT",
-        help="DEGRADED below this much available memory (default: %(default)g)",
-    )
-    probe.add_argument(
-        "--disk-max",
-        type=_number(float, 0, 100, "--disk-max"),
-        default=defaults.disk_used_max_percent,
-        metavar="PERCENT",
-        help="DEGRADED above this disk use on / or the data mount (default: %(default)g)",
-    )
-    probe.add_argument(
-        "--load-per-cpu-max",
-        type=_number(float, 0, 1000, "--load-per-cpu-max"),
-        default=defaults.load_per_cpu_max,
-        metavar="N",
-        help="DEGRADED above this 1-minute load per CPU (default: %(default)g)",
-    )
-    probe.add_argument(
-        "--gpu-mem-max",
-        type=_number(float, 0, 100, "--gpu-mem-max"),
-        default=defaults.gpu_memory_max_percent,
-        metavar="PERCENT",
-        help="DEGRADED above this GPU memory use (default: %(default)g)",
-    )
+    for option, field, upper, metavar, meaning in THRESHOLD_OPTIONS:
+        probe.add_argument(
+            option,
+            dest=field,
+            type=_number(float, 0, upper, option),
+            default=getattr(defaults, field),
+            metavar=metavar,
+            help=f"DEGRADED {meaning} (default: %(default)g)",
+        )
 
     commands.add_parser(
         "demo",
@@ -233,12 +223,7 @@ class Plan:
             timeout=args.timeout,
             login=not args.no_login,
             known_hosts=known_hosts,
-            thresholds=Thresholds(
-                mem_available_min_percent=args.mem_available_min,
-                disk_used_max_percent=args.disk_max,
-                load_per_cpu_max=args.load_per_cpu_max,
-                gpu_memory_max_percent=args.gpu_mem_max,
-            ),
+            thresholds=Thresholds(**{field: getattr(args, field) for _, field, *_ in THRESHOLD_OPTIONS}),
             data_mount=args.data_mount,
             private_address=args.private,
         )
@@ -254,24 +239,10 @@ class Plan:
             return self.jobs
         if self._ec2_client is None:
             self._ec2_client = ec2.make_client(self.region, self.settings.timeout)
-        started = time.monotonic()
-        try:
-            found, failure = ec2.describe(self._ec2_client, instance_ids), None
-        except ec2.LookupFailed as error:
-            found, failure = {}, str(error)
-        seconds = time.monotonic() - started
-        jobs = []
-        for job in self.jobs:
-            if job.target.instance_id is None:
-                jobs.append(job)
-                continue
-            instance = found.get(job.target.instance_id)
-            address = None
-            if instance is not None:
-                address = instance.private_ip if self.settings.private_address else instance.public_ip
-            lookup = Ec2Lookup(seconds=seconds, instance=instance, failure=failure)
-            jobs.append(replace(job, target=replace(job.target, address=address), lookup=lookup))
-        return jobs
+        lookups = ec2.look_up(self._ec2_client, instance_ids)
+        return [
+            replace(job, lookup=lookups[job.target.instance_id]) if job.target.instance_id else job for job in self.jobs
+        ]
 
 
 def watch(

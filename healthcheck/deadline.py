@@ -30,7 +30,6 @@ class Deadline:
 
     def stage(self, share: float) -> Deadline:
         """A sub-deadline of `share` x the overall budget from now, never past this one."""
-        child = Deadline(0.0, self._clock)
-        child.budget = share * self.budget
-        child.expires_at = min(self._clock() + child.budget, self.expires_at)
+        child = Deadline(share * self.budget, self._clock)
+        child.expires_at = min(child.expires_at, self.expires_at)
         return child

@@ -6,6 +6,7 @@ a third of a second that a plain probe should not pay.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +27,49 @@ class Instance:
     system_status: str
     instance_status: str
 
-    def report(self, address: str | None) -> dict[str, Any]:
+    def address(self, private: bool) -> str | None:
+        return self.private_ip if private else self.public_ip
+
+    def report(self, private: bool) -> dict[str, Any]:
+        """The `ec2` object of a probe result."""
         return {
             "instance_id": self.instance_id,
             "state": self.state,
-            "address": address,
+            "address": self.address(private),
             "system_status": self.system_status,
             "instance_status": self.instance_status,
         }
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """What one round's EC2 lookup says about one instance: the instance, or why it is not known."""
+
+    seconds: float
+    instance: Instance | None = None
+    failure: str | None = None
+
+
 class LookupFailed(Exception):
     """EC2 could not be asked (network, throttling): the targets are UNKNOWN_HOST, not bad input."""
+
+
+def look_up(client: EC2Client, instance_ids: list[str]) -> dict[str, Lookup]:
+    """One batch lookup for every id; a failure to ask EC2 is recorded per id, bad input raises."""
+    started = time.monotonic()
+    try:
+        found, failure = describe(client, instance_ids), None
+    except LookupFailed as error:
+        found, failure = {}, str(error)
+    seconds = time.monotonic() - started
+    return {
+        instance_id: Lookup(
+            seconds=seconds,
+            instance=found.get(instance_id),
+            failure=failure or (None if instance_id in found else f"EC2 did not return {instance_id}"),
+        )
+        for instance_id in instance_ids
+    }
 
 
 def make_client(region: str | None, timeout: float) -> EC2Client:

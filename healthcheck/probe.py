@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 import tenacity
 
 from healthcheck.deadline import Clock, Deadline
-from healthcheck.ec2 import Instance
+from healthcheck.ec2 import Lookup
 from healthcheck.stages import Identification, StageFailed, TransientFailure, connect, exchange_identification, resolve
 from healthcheck.status import Verdict
 from healthcheck.targets import Target
@@ -70,21 +70,12 @@ class ProbeSettings:
 
 
 @dataclass(frozen=True)
-class Ec2Lookup:
-    """The batch EC2 lookup's answer for one instance target."""
-
-    seconds: float
-    instance: Instance | None = None
-    failure: str | None = None
-
-
-@dataclass(frozen=True)
 class Job:
     """One target to probe, with the keys to offer it and, for `i-` targets, what EC2 said."""
 
     target: Target
     keys: tuple[paramiko.PKey, ...] = ()
-    lookup: Ec2Lookup | None = None
+    lookup: Lookup | None = None
 
 
 class _Timeline:
@@ -129,7 +120,7 @@ def probe(job: Job, settings: ProbeSettings, clock: Clock = time.monotonic) -> R
     sock: socket.socket | None = None
     watchdog: threading.Timer | None = None
     try:
-        addresses = timeline.run(
+        host, addresses = timeline.run(
             "resolve",
             lambda deadline: _resolve(target, settings, lookup, deadline),
             extra_seconds=lookup.seconds if lookup else 0.0,
@@ -137,7 +128,7 @@ def probe(job: Job, settings: ProbeSettings, clock: Clock = time.monotonic) -> R
         sock, identification = _handshake(timeline, addresses)
         if settings.login:
             watchdog = _start_watchdog(sock, overall)
-            vitals = _login_and_exec(timeline, job, settings, sock, identification)
+            vitals = _login_and_exec(timeline, job, settings, host=host, sock=sock, identification=identification)
     except StageFailed as stage_failure:
         failure = (stage_failure.verdict, stage_failure.detail)
     finally:
@@ -152,7 +143,7 @@ def probe(job: Job, settings: ProbeSettings, clock: Clock = time.monotonic) -> R
         vitals=vitals,
         thresholds=settings.thresholds,
         duration_s=clock() - started,
-        ec2=lookup.instance.report(target.address) if lookup and lookup.instance else None,
+        ec2=lookup.instance.report(settings.private_address) if lookup and lookup.instance else None,
     )
 
 
@@ -165,25 +156,28 @@ def probe_all(jobs: list[Job], settings: ProbeSettings, parallel: int) -> list[R
 
 
 def _resolve(
-    target: Target, settings: ProbeSettings, lookup: Ec2Lookup | None, deadline: Deadline
-) -> tuple[list[tuple[int, tuple[str, int]]], str]:
-    detail = ""
+    target: Target, settings: ProbeSettings, lookup: Lookup | None, deadline: Deadline
+) -> tuple[tuple[str, list[tuple[int, tuple[str, int]]]], str]:
+    """The host to connect to (an instance's address, for `i-` targets) and its socket addresses."""
+    host, detail = target.host, ""
     if lookup is not None:
         instance = lookup.instance
         if instance is None:
             raise StageFailed(Verdict.UNKNOWN_HOST, lookup.failure or f"{target.host}: EC2 lookup failed")
         if instance.state != "running":
             raise StageFailed(Verdict.NOT_RUNNING, f"{instance.instance_id} is {instance.state}")
-        if target.address is None:
+        address = instance.address(settings.private_address)
+        if address is None:
             kind = "private" if settings.private_address else "public"
             hint = "" if settings.private_address else "; from inside its VPC, pass --private"
             raise StageFailed(Verdict.UNKNOWN_HOST, f"{instance.instance_id} has no {kind} address{hint}")
+        host = address
         detail = (
-            f"{instance.instance_id} running at {target.address}; status checks: "
-            f"system {instance.system_status}, instance {instance.instance_status}; "
+            f"{instance.instance_id} running; status checks: system {instance.system_status}, "
+            f"instance {instance.instance_status}; "
         )
-    addresses = resolve(target.connect_host, target.port, deadline)
-    return addresses, detail + ", ".join(sorted({sockaddr[0] for _, sockaddr in addresses}))
+    addresses = resolve(host, target.port, deadline)
+    return (host, addresses), detail + ", ".join(sorted({sockaddr[0] for _, sockaddr in addresses}))
 
 
 def _handshake(
@@ -203,7 +197,7 @@ def _handshake(
         number = next(attempts)
         del timeline.stages[first_stage:]
         note = f" (attempt {number}, after a reset)" if number > 1 else ""
-        sock = timeline.run("tcp", lambda deadline: (connect(addresses, deadline), _peer(addresses)), note=note)
+        sock = timeline.run("tcp", lambda deadline: _connected(connect(addresses, deadline)), note=note)
 
         def identify(deadline: Deadline) -> tuple[Identification, str]:
             identification = exchange_identification(sock, deadline)
@@ -224,8 +218,9 @@ def _handshake(
     return retrying(attempt)
 
 
-def _peer(addresses: list[tuple[int, tuple[str, int]]]) -> str:
-    return "connected" if not addresses else f"connected to {addresses[0][1][0]} port {addresses[0][1][1]}"
+def _connected(sock: socket.socket) -> tuple[socket.socket, str]:
+    address, port = sock.getpeername()[:2]
+    return sock, f"connected to {address} port {port}"
 
 
 def _start_watchdog(sock: socket.socket, overall: Deadline) -> threading.Timer:
@@ -244,6 +239,8 @@ def _login_and_exec(
     timeline: _Timeline,
     job: Job,
     settings: ProbeSettings,
+    *,
+    host: str,
     sock: socket.socket,
     identification: Identification,
 ) -> Vitals:
@@ -256,7 +253,7 @@ def _login_and_exec(
         lambda deadline: authenticate(
             sock,
             identification,
-            host=job.target.connect_host,
+            host=host,
             port=job.target.port,
             user=job.target.user,
             keys=list(job.keys),

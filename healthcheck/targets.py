@@ -24,24 +24,19 @@ DEFAULT_SSH_CONFIG = "~/.ssh/config"
 
 @dataclass(frozen=True)
 class Target:
-    """One host to probe. For an EC2 target, `host` is the id until the lookup sets `address`."""
+    """One host to probe, as the user named it; for an EC2 target, `host` is the instance id."""
 
     host: str
     port: int
     user: str
     identity_files: tuple[str, ...] = ()
     instance_id: str | None = None
-    address: str | None = None
 
     @property
     def label(self) -> str:
         """`user@host:port`, with IPv6 literals in brackets."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.user}@{host}:{self.port}"
-
-    @property
-    def connect_host(self) -> str:
-        return self.address or self.host
 
 
 @dataclass(frozen=True)
