@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := openssh-server openssh-client iproute2
 
 .PHONY: demo test lint bench system-deps clean
 
@@ -29,10 +28,19 @@ system-deps:
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh-keygen >/dev/null || missing="$$missing openssh-client"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# cloud-init validates the user data. Installed only in CI (or when asked), and
+	@# disabled at boot, since on a workstation it would try to configure the machine.
+	@if [ -n "$$CI$$TRAINGUARD_INSTALL_CLOUD_INIT" ] && ! command -v cloud-init >/dev/null; then \
+		echo "Installing Debian's cloud-init (for cloud-init schema; disabled at boot)"; \
+		$(SUDO) mkdir -p /etc/cloud && $(SUDO) touch /etc/cloud/cloud-init.disabled && \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends cloud-init; \
 	fi
 
 $(READY): pyproject.toml
@@ -43,7 +51,7 @@ $(READY): pyproject.toml
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && \
 		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m pip install -q -e '.[infra,test,lint]'
 	@touch $@
 
 clean:

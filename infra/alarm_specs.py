@@ -1,0 +1,165 @@
+"""What each per-instance alarm watches, when it fires, and the email a person reads (pure).
+
+CloudWatch rejects a period other than 10, 20, 30 or a multiple of 60 seconds,
+and an evaluation window (period x evaluation periods) over one day, so every
+spec is checked when it is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infra.agent_config import NAMESPACE as AGENT_NAMESPACE
+from infra.settings import Settings
+
+MAX_EVALUATION_WINDOW_S = 86400
+MAX_DESCRIPTION_CHARS = 1024
+HIGH_RESOLUTION_PERIODS_S = (10, 20, 30)
+
+
+def check_alarm_timing(period: int, evaluation_periods: int) -> None:
+    """Raise ValueError for timing CloudWatch would refuse."""
+    if period not in HIGH_RESOLUTION_PERIODS_S and (period <= 0 or period % 60):
+        raise ValueError(f"alarm period {period}s: CloudWatch accepts 10, 20, 30 or a multiple of 60")
+    if evaluation_periods < 1 or period * evaluation_periods > MAX_EVALUATION_WINDOW_S:
+        raise ValueError(f"{evaluation_periods} x {period}s: the evaluation window must be 1 period to 1 day")
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm on one instance; `description` is a template of {instance_id} and {bucket}."""
+
+    key: str
+    metric_name: str
+    namespace: str
+    statistic: str
+    period: int
+    evaluation_periods: int
+    datapoints_to_alarm: int
+    threshold: float
+    comparison_operator: str
+    treat_missing_data: str
+    description: str
+    extra_dimensions: dict[str, str] = field(default_factory=dict)
+    recover: bool = False
+
+    def __post_init__(self) -> None:
+        check_alarm_timing(self.period, self.evaluation_periods)
+        if not 1 <= self.datapoints_to_alarm <= self.evaluation_periods:
+            raise ValueError(f"{self.key}: datapoints to alarm must be 1..{self.evaluation_periods}")
+
+    def describe(self, instance_id: str, bucket: str) -> str:
+        text = self.description.format(instance_id=instance_id, bucket=bucket)
+        if len(text) > MAX_DESCRIPTION_CHARS:
+            raise ValueError(f"{self.key}: alarm description is {len(text)} chars; CloudWatch allows 1024")
+        return text
+
+
+def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, ...]:
+    """The alarms every instance gets, from the stack's thresholds."""
+    probe = "python -m healthcheck probe {instance_id}"
+    return (
+        AlarmSpec(
+            key="cpu",
+            metric_name="CPUUtilization",
+            namespace="AWS/EC2",
+            statistic="Average",
+            period=60,
+            evaluation_periods=15,
+            datapoints_to_alarm=15,
+            threshold=settings.cpu_alarm_percent,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="missing",
+            description=(
+                f"CPU has been above {settings.cpu_alarm_percent}% for 15 minutes on {{instance_id}}. "
+                "Training often saturates the CPU on purpose, so trainguard only tells you: it did nothing. "
+                f"If this is not your job (a runaway data loader, a stuck process), look now: {probe}, then top."
+            ),
+        ),
+        AlarmSpec(
+            key="memory",
+            metric_name="mem_used_percent",
+            namespace=AGENT_NAMESPACE,
+            statistic="Average",
+            period=60,
+            evaluation_periods=5,
+            datapoints_to_alarm=5,
+            threshold=settings.memory_alarm_percent,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="missing",
+            description=(
+                f"Memory use has been above {settings.memory_alarm_percent}% for 5 minutes on {{instance_id}}. "
+                "This is how the incident's freeze began: jobs filled memory, the kernel thrashed, sshd could not "
+                "run, and nobody could log in for 55 minutes. trainguard sent this email; if the host freezes, the "
+                f"status-check alarm takes over. Act while SSH still works: {probe}; stop or shrink a job (smaller "
+                "batch, fewer data-loader workers) and keep results in /data/results, copied every 5 minutes "
+                "to s3://{bucket}/{instance_id}/."
+            ),
+        ),
+        *(
+            AlarmSpec(
+                key=f"disk-{label}",
+                metric_name="disk_used_percent",
+                namespace=AGENT_NAMESPACE,
+                statistic="Maximum",
+                period=300,
+                evaluation_periods=1,
+                datapoints_to_alarm=1,
+                threshold=settings.disk_alarm_percent,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="missing",
+                extra_dimensions={"path": path},
+                description=(
+                    f"Disk {path} is more than {settings.disk_alarm_percent}% full on {{instance_id}}. A full disk "
+                    "makes checkpoints and logs fail to write, and jobs crash or corrupt their output. trainguard "
+                    "sent this email. Delete old checkpoints, move data to S3, or grow the volume "
+                    "(aws ec2 modify-volume). Results in /data/results are already in s3://{bucket}/{instance_id}/."
+                ),
+            )
+            for label, path in (("root", "/"), ("data", "/data"))
+        ),
+        AlarmSpec(
+            key="system-status",
+            metric_name="StatusCheckFailed_System",
+            namespace="AWS/EC2",
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="missing",
+            recover=can_recover,
+            description=(
+                "The EC2 system status check has failed for 2 minutes on {instance_id}: the AWS hardware or "
+                "network under it is failing, and nothing inside the instance can fix that. "
+                + (
+                    "trainguard asked EC2 to recover the instance onto healthy hardware, keeping its id, addresses "
+                    f"and EBS volumes. Wait for the OK email, then run {probe}. If it is not back within 15 "
+                    "minutes, stop and start it."
+                    if can_recover
+                    else "This instance type has instance-store disks, so EC2 cannot recover it automatically; "
+                    "trainguard sent this email. Stop and start it (aws ec2 stop-instances, then start-instances) "
+                    "to move it to healthy hardware: instance-store data is lost, the /data volume is kept."
+                )
+            ),
+        ),
+        AlarmSpec(
+            key="instance-status",
+            metric_name="StatusCheckFailed_Instance",
+            namespace="AWS/EC2",
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="missing",
+            description=(
+                "The EC2 instance status check has failed for 3 minutes on {instance_id}: its operating system "
+                "stopped answering (kernel panic, memory exhausted, or frozen). trainguard sent this email. "
+                f"Run {probe}; save the console (aws ec2 get-console-output --latest --instance-id {{instance_id}}), "
+                "snapshot the volumes, then reboot (aws ec2 reboot-instances --instance-ids {instance_id})."
+            ),
+        ),
+    )

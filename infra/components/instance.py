@@ -1,0 +1,121 @@
+"""TrainingInstance: one GPU instance, its /data volume, and an instance profile with exactly what it needs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.policies import MANAGED_TAG_KEY, SNAPSHOT_TAG_KEY, assume_role, results_writer
+from infra.user_data import user_data
+
+DATA_DEVICE = "/dev/sdf"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and from what an instance is built (the stack's lookups, resolved once)."""
+
+    ami_id: str
+    subnet_id: str
+    availability_zone: str
+    security_group_id: pulumi.Input[str]
+    key_name: pulumi.Input[str] | None
+
+
+class TrainingInstance(pulumi.ComponentResource):
+    instance_id: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    data_volume_id: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        instance_type: str,
+        root_volume_gib: int,
+        data_volume_gib: int,
+        placement: Placement,
+        bucket_name: pulumi.Output[str],
+        bucket_arn: pulumi.Output[str],
+        partition: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("trainguard:compute:TrainingInstance", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {"Name": name, MANAGED_TAG_KEY: "true"}
+
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps(assume_role("ec2.amazonaws.com")),
+            description=f"trainguard instance {name}: CloudWatch agent, SSM, its own results prefix",
+            tags=tags,
+            opts=child,
+        )
+        for suffix, policy in (("agent", "CloudWatchAgentServerPolicy"), ("ssm", "AmazonSSMManagedInstanceCore")):
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{suffix}",
+                role=role.name,
+                policy_arn=f"arn:{partition}:iam::aws:policy/{policy}",
+                opts=child,
+            )
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
+
+        # Not deleted with the instance, nor by `pulumi destroy`: it holds the results.
+        data_volume = aws.ebs.Volume(
+            f"{name}-data",
+            availability_zone=placement.availability_zone,
+            size=data_volume_gib,
+            type="gp3",
+            encrypted=True,
+            tags={"Name": f"{name}-data", MANAGED_TAG_KEY: "true", SNAPSHOT_TAG_KEY: "true"},
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+
+        instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=placement.ami_id,
+            instance_type=instance_type,
+            subnet_id=placement.subnet_id,
+            vpc_security_group_ids=[placement.security_group_id],
+            key_name=placement.key_name,
+            iam_instance_profile=profile.name,
+            monitoring=True,
+            metadata_options={"http_tokens": "required", "http_endpoint": "enabled", "http_put_response_hop_limit": 1},
+            root_block_device={
+                "volume_type": "gp3",
+                "volume_size": root_volume_gib,
+                "encrypted": True,
+                "delete_on_termination": True,
+                "tags": {"Name": f"{name}-root", MANAGED_TAG_KEY: "true"},
+            },
+            user_data=pulumi.Output.all(bucket_name, data_volume.id).apply(lambda args: user_data(args[0], args[1])),
+            tags=tags,
+            opts=child,
+        )
+        aws.ec2.VolumeAttachment(
+            f"{name}-data-attachment",
+            device_name=DATA_DEVICE,
+            volume_id=data_volume.id,
+            instance_id=instance.id,
+            stop_instance_before_detaching=True,
+            opts=child,
+        )
+        # Scoped to the instance's own id, so the policy can only follow the instance.
+        aws.iam.RolePolicy(
+            f"{name}-results",
+            role=role.id,
+            policy=pulumi.Output.all(bucket_arn, instance.id).apply(
+                lambda args: json.dumps(results_writer(args[0], args[1]))
+            ),
+            opts=child,
+        )
+
+        self.instance_id = instance.id
+        self.public_ip = instance.public_ip
+        self.data_volume_id = data_volume.id
+        self.register_outputs(
+            {"instance_id": instance.id, "public_ip": instance.public_ip, "data_volume_id": data_volume.id}
+        )

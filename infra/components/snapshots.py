@@ -1,0 +1,58 @@
+"""SnapshotPolicy: DLM snapshots of every data volume tagged for it, with a least-privilege execution role."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.policies import MANAGED_TAG_KEY, SNAPSHOT_TAG_KEY, assume_role, snapshot_lifecycle
+
+
+class SnapshotPolicy(pulumi.ComponentResource):
+    policy_id: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        interval_hours: int,
+        retain_count: int,
+        region: str,
+        partition: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("trainguard:snapshots:SnapshotPolicy", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps(assume_role("dlm.amazonaws.com")),
+            description="trainguard: DLM snapshots of tagged data volumes",
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-role-policy", role=role.id, policy=json.dumps(snapshot_lifecycle(partition, region)), opts=child
+        )
+        policy = aws.dlm.LifecyclePolicy(
+            f"{name}-policy",
+            description=f"trainguard: snapshot data volumes every {interval_hours}h, keep {retain_count}",
+            execution_role_arn=role.arn,
+            state="ENABLED",
+            policy_details={
+                "resource_types": ["VOLUME"],
+                "target_tags": {SNAPSHOT_TAG_KEY: "true"},
+                "schedules": [
+                    {
+                        "name": f"every-{interval_hours}h",
+                        "create_rule": {"interval": interval_hours, "interval_unit": "HOURS", "times": "00:00"},
+                        "retain_rule": {"count": retain_count},
+                        "copy_tags": True,
+                        "tags_to_add": {MANAGED_TAG_KEY: "true", "trainguard:source": "dlm"},
+                    }
+                ],
+            },
+            opts=child,
+        )
+        self.policy_id = policy.id
+        self.register_outputs({"policy_id": policy.id})

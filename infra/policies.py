@@ -1,0 +1,158 @@
+"""IAM policy documents as pure functions of ARNs and ids; each grants only what its user does.
+
+Each returns a dict; the components serialise it with json.dumps. The tests hold
+every document to the rules: valid JSON, no wildcard action in an Allow, and no
+write action on Resource "*" without a condition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Document = dict[str, Any]
+
+MANAGED_TAG_KEY = "trainguard:managed"
+SNAPSHOT_TAG_KEY = "trainguard:snapshot"
+
+
+def document(*statements: dict[str, Any]) -> Document:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def assume_role(service: str) -> Document:
+    """Trust policy letting one AWS service assume the role."""
+    return document({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
+
+
+def results_writer(bucket_arn: str, instance_id: str) -> Document:
+    """The instance may list and write its own prefix of the results bucket, and nothing else there."""
+    return document(
+        {
+            "Sid": "WriteOwnPrefix",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": f"{bucket_arn}/{instance_id}/*",
+        },
+        {
+            # aws s3 sync lists the destination to find what changed.
+            "Sid": "ListOwnPrefix",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket_arn,
+            "Condition": {"StringLike": {"s3:prefix": [f"{instance_id}/", f"{instance_id}/*"]}},
+        },
+    )
+
+
+def tls_only_bucket(bucket_arn: str) -> Document:
+    """Refuse every request to the bucket that does not use TLS."""
+    return document(
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, f"{bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    )
+
+
+def alert_key(account_id: str, partition: str) -> Document:
+    """Key policy for the SNS topic's KMS key: the account administers it, CloudWatch alarms may use it.
+
+    CloudWatch cannot publish to a topic encrypted with the AWS-managed
+    aws/sns key, hence a key of our own that names cloudwatch.amazonaws.com.
+    """
+    root = f"arn:{partition}:iam::{account_id}:root"
+    return document(
+        {
+            "Sid": "AccountAdministersKey",
+            "Effect": "Allow",
+            "Principal": {"AWS": root},
+            "Action": [
+                "kms:Create*",
+                "kms:Describe*",
+                "kms:Enable*",
+                "kms:List*",
+                "kms:Put*",
+                "kms:Update*",
+                "kms:Revoke*",
+                "kms:Disable*",
+                "kms:Get*",
+                "kms:Delete*",
+                "kms:TagResource",
+                "kms:UntagResource",
+                "kms:ScheduleKeyDeletion",
+                "kms:CancelKeyDeletion",
+                "kms:Encrypt",
+                "kms:Decrypt",
+                "kms:ReEncrypt*",
+                "kms:GenerateDataKey*",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "CloudWatchAlarmsPublish",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        },
+    )
+
+
+def alarm_topic(topic_arn: str, account_id: str) -> Document:
+    """Topic policy: CloudWatch alarms of this account may publish."""
+    return document(
+        {
+            "Sid": "CloudWatchAlarmsPublish",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        }
+    )
+
+
+def snapshot_lifecycle(partition: str, region: str) -> Document:
+    """DLM's execution role: snapshot and prune only volumes and snapshots tagged for it."""
+    ec2 = f"arn:{partition}:ec2:{region}"
+    tagged = {"StringEquals": {f"aws:ResourceTag/{SNAPSHOT_TAG_KEY}": "true"}}
+    return document(
+        {
+            "Sid": "SnapshotTaggedVolumes",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateSnapshot", "ec2:CreateSnapshots"],
+            "Resource": [f"{ec2}:*:volume/*", f"{ec2}:*:instance/*"],
+            "Condition": tagged,
+        },
+        {
+            "Sid": "CreateSnapshotsCarryingTheTag",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateSnapshot", "ec2:CreateSnapshots"],
+            "Resource": f"{ec2}::snapshot/*",
+        },
+        {
+            "Sid": "TagNewSnapshots",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": f"{ec2}::snapshot/*",
+            "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots"]}},
+        },
+        {
+            "Sid": "PruneOwnSnapshots",
+            "Effect": "Allow",
+            "Action": "ec2:DeleteSnapshot",
+            "Resource": f"{ec2}::snapshot/*",
+            "Condition": tagged,
+        },
+        {
+            "Sid": "ReadInventory",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots"],
+            "Resource": "*",
+        },
+    )

@@ -1,0 +1,149 @@
+"""TrainingStack: the whole deployment, wired from its components; __main__ only builds it and exports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.alarm_specs import instance_alarms
+from infra.components.alarms import InstanceAlarms
+from infra.components.alerts import AlertTopic
+from infra.components.dashboard import StackDashboard
+from infra.components.instance import Placement, TrainingInstance
+from infra.components.network import SshAccess
+from infra.components.results import ResultsBucket
+from infra.components.snapshots import SnapshotPolicy
+from infra.settings import Settings
+
+# The current AWS Deep Learning AMI (NVIDIA driver, Ubuntu 22.04), per architecture.
+DLAMI_NAMES = {
+    "x86_64": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *",
+    "arm64": "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *",
+}
+
+
+def choose_subnet(candidates: list[str]) -> str:
+    """The default subnet to use: the first, in id order, so that a redeploy picks the same one."""
+    if not candidates:
+        raise ValueError(
+            "no default subnet in an availability zone that offers this instance type: "
+            "set trainguard:subnetId, or choose another trainguard:instanceType"
+        )
+    return sorted(candidates)[0]
+
+
+class TrainingStack(pulumi.ComponentResource):
+    instance_ids: list[pulumi.Output[str]]
+    public_ips: list[pulumi.Output[str]]
+    bucket_name: pulumi.Output[str]
+    topic_arn: pulumi.Output[str]
+    dashboard_url: pulumi.Output[str]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("trainguard:index:TrainingStack", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        account_id = aws.get_caller_identity().account_id
+        partition = aws.get_partition().partition
+        region = aws.get_region().region
+        instance_type = aws.ec2.get_instance_type(instance_type=settings.instance_type)
+
+        alerts = AlertTopic(
+            f"{name}-alerts", emails=settings.alert_emails, account_id=account_id, partition=partition, opts=child
+        )
+        results = ResultsBucket(f"{name}-results", opts=child)
+        SnapshotPolicy(
+            f"{name}-snapshots",
+            interval_hours=settings.snapshot_interval_hours,
+            retain_count=settings.snapshot_retain_count,
+            region=region,
+            partition=partition,
+            opts=child,
+        )
+
+        subnet = aws.ec2.get_subnet(id=settings.subnet_id or self._default_subnet(settings.instance_type))
+        ssh = SshAccess(f"{name}-ssh", vpc_id=subnet.vpc_id, allowed_cidrs=settings.ssh_allowed_cidrs, opts=child)
+        key_name: pulumi.Input[str] | None = settings.key_name
+        if settings.ssh_public_key is not None:
+            key_name = aws.ec2.KeyPair(f"{name}-key", public_key=settings.ssh_public_key, opts=child).key_name
+        placement = Placement(
+            ami_id=settings.ami_id or self._deep_learning_ami(instance_type.supported_architectures),
+            subnet_id=subnet.id,
+            availability_zone=subnet.availability_zone,
+            security_group_id=ssh.security_group_id,
+            key_name=key_name,
+        )
+
+        specs = instance_alarms(settings, can_recover=bool(instance_type.auto_recovery_supported))
+        nodes = []
+        for index in range(settings.instance_count):
+            node = TrainingInstance(
+                f"{name}-node-{index}",
+                instance_type=settings.instance_type,
+                root_volume_gib=settings.root_volume_gib,
+                data_volume_gib=settings.data_volume_gib,
+                placement=placement,
+                bucket_name=results.bucket_name,
+                bucket_arn=results.bucket_arn,
+                partition=partition,
+                opts=child,
+            )
+            InstanceAlarms(
+                f"{name}-node-{index}-alarms",
+                instance_id=node.instance_id,
+                specs=specs,
+                topic_arn=alerts.topic_arn,
+                bucket_name=results.bucket_name,
+                region=region,
+                partition=partition,
+                opts=child,
+            )
+            nodes.append(node)
+        dashboard = StackDashboard(
+            f"{name}-dashboard", instance_ids=[node.instance_id for node in nodes], region=region, opts=child
+        )
+
+        self.instance_ids = [node.instance_id for node in nodes]
+        self.public_ips = [node.public_ip for node in nodes]
+        self.bucket_name = results.bucket_name
+        self.topic_arn = alerts.topic_arn
+        self.dashboard_url = dashboard.url
+        self.register_outputs(
+            {
+                "instance_ids": self.instance_ids,
+                "public_ips": self.public_ips,
+                "bucket_name": self.bucket_name,
+                "topic_arn": self.topic_arn,
+                "dashboard_url": self.dashboard_url,
+            }
+        )
+
+    @staticmethod
+    def _default_subnet(instance_type: str) -> str:
+        """A default-VPC subnet in a zone that offers the instance type (not every zone has GPUs)."""
+        offered = aws.ec2.get_instance_type_offerings(
+            location_type="availability-zone", filters=[{"name": "instance-type", "values": [instance_type]}]
+        ).locations
+        vpc = aws.ec2.get_vpc(default=True)
+        subnets = aws.ec2.get_subnets(
+            filters=[
+                {"name": "vpc-id", "values": [vpc.id]},
+                {"name": "default-for-az", "values": ["true"]},
+                {"name": "availability-zone", "values": list(offered)},
+            ]
+        )
+        return choose_subnet(list(subnets.ids))
+
+    @staticmethod
+    def _deep_learning_ami(architectures: Sequence[str]) -> str:
+        architecture = "arm64" if "arm64" in architectures and "x86_64" not in architectures else "x86_64"
+        return aws.ec2.get_ami(
+            most_recent=True,
+            owners=["amazon"],
+            filters=[
+                {"name": "name", "values": [DLAMI_NAMES[architecture]]},
+                {"name": "architecture", "values": [architecture]},
+                {"name": "state", "values": ["available"]},
+            ],
+        ).id

@@ -1,0 +1,169 @@
+"""Pulumi unit-test mocks: the stack is built with neither the Pulumi CLI nor a cloud, and every resource recorded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pytest
+
+from infra.settings import Settings
+
+ACCOUNT_ID = "123456789012"
+REGION = "eu-west-1"
+DLAMI_ID = "ami-0dee9dee9dee9dee9"
+
+
+@dataclass
+class Recorded:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    id: str
+
+
+@dataclass
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers every resource and lookup the way AWS would, and remembers what was asked for."""
+
+    auto_recovery: bool = False
+    architectures: tuple[str, ...] = ("x86_64",)
+    resources: list[Recorded] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        number = len(self.resources) + 1
+        outputs = dict(args.inputs)
+        resource_id = f"{args.name}-id"
+        if args.typ == "aws:ec2/instance:Instance":
+            resource_id = f"i-{number:017x}"
+            outputs["publicIp"] = f"198.51.100.{number}"
+        elif args.typ == "aws:ebs/volume:Volume":
+            resource_id = f"vol-{number:017x}"
+        elif args.typ == "aws:s3/bucket:Bucket":
+            resource_id = "trainguard-results-20261129"
+            outputs["bucket"] = resource_id
+        elif args.typ == "aws:ec2/keyPair:KeyPair":
+            outputs["keyName"] = f"{args.name}-key"
+        service = args.typ.split(":")[1].split("/")[0]
+        arn_id = outputs.get("bucket", resource_id)
+        outputs.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT_ID}:{arn_id}")
+        if args.typ == "aws:s3/bucket:Bucket":
+            outputs["arn"] = f"arn:aws:s3:::{arn_id}"
+        outputs.setdefault("keyId", resource_id)
+        outputs.setdefault("name", args.name)  # AWS names what the program leaves unnamed
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), resource_id))
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.calls.append((args.token, dict(args.args)))
+        answers: dict[str, dict[str, Any]] = {
+            "aws:index/getCallerIdentity:getCallerIdentity": {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/deployer",
+                "userId": "AIDEXAMPLE",
+                "id": ACCOUNT_ID,
+            },
+            "aws:index/getPartition:getPartition": {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"},
+            "aws:index/getRegion:getRegion": {"region": REGION, "name": REGION, "id": REGION},
+            "aws:ec2/getInstanceType:getInstanceType": {
+                "instanceType": args.args.get("instanceType"),
+                "autoRecoverySupported": self.auto_recovery,
+                "supportedArchitectures": list(self.architectures),
+                "instanceStorageSupported": not self.auto_recovery,
+            },
+            "aws:ec2/getAmi:getAmi": {"id": DLAMI_ID, "imageId": DLAMI_ID},
+            "aws:ec2/getVpc:getVpc": {"id": "vpc-0000000000000def0"},
+            "aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-0bbbbbbbbbbbbbbbb", "subnet-0aaaaaaaaaaaaaaaa"]},
+            "aws:ec2/getSubnet:getSubnet": {
+                "id": args.args.get("id"),
+                "vpcId": "vpc-0000000000000def0",
+                "availabilityZone": f"{REGION}a",
+            },
+            "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
+                "locations": [f"{REGION}a", f"{REGION}b"],
+                "locationTypes": ["availability-zone"] * 2,
+                "instanceTypes": [args.args.get("filters", [{}])[0].get("values", [""])[0]] * 2,
+            },
+        }
+        return answers[args.token]
+
+
+@dataclass
+class Deployment:
+    """What the mocked `pulumi up` declared."""
+
+    mocks: RecordingMocks
+    outputs: dict[str, Any]
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [resource for resource in self.mocks.resources if resource.typ == typ]
+
+    def one(self, typ: str) -> Recorded:
+        (only,) = self.of_type(typ)
+        return only
+
+    def named(self, name: str) -> Recorded:
+        (only,) = [resource for resource in self.mocks.resources if resource.name == name]
+        return only
+
+    def policies(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every IAM, key, topic and bucket policy document declared, with the resource's name."""
+        found = []
+        for resource in self.mocks.resources:
+            for key in ("policy", "assumeRolePolicy"):
+                if isinstance(resource.inputs.get(key), str):
+                    found.append((f"{resource.name}.{key}", json.loads(resource.inputs[key])))
+        return found
+
+
+def settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "alert_emails": ("oncall@example.com", "lead@example.com"),
+        "ssh_allowed_cidrs": ("203.0.113.0/24", "2001:db8::/48"),
+        "ssh_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBc2yqvUGjCG9Jt2k7Ic1aRzOWkDt9CVtGPpZS2lbE2C me@laptop",
+    }
+    return Settings(**(base | overrides))
+
+
+@pytest.fixture
+def deploy() -> Callable[..., Deployment]:
+    """Build TrainingStack under mocks; returns every resource it declared, with resolved inputs."""
+
+    def run(stack_settings: Settings | None = None, **mock_options: Any) -> Deployment:
+        from infra.stack import TrainingStack
+
+        mocks = RecordingMocks(**mock_options)
+        pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
+        outputs: dict[str, Any] = {}
+
+        @pulumi.runtime.test  # type: ignore[misc]
+        def build() -> pulumi.Output[None]:
+            stack = TrainingStack("trainguard", stack_settings or settings())
+            collected = {
+                "instance_ids": pulumi.Output.all(*stack.instance_ids),
+                "public_ips": pulumi.Output.all(*stack.public_ips),
+                "bucket_name": stack.bucket_name,
+                "topic_arn": stack.topic_arn,
+                "dashboard_url": stack.dashboard_url,
+            }
+            return pulumi.Output.all(**collected).apply(outputs.update)
+
+        build()
+        return Deployment(mocks, outputs)
+
+    return run
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """Valid settings for a small stack; keyword arguments override fields."""
+    return settings
+
+
+@pytest.fixture
+def recording_mocks() -> type[RecordingMocks]:
+    return RecordingMocks

@@ -1,0 +1,69 @@
+"""The CloudWatch agent config: valid against the agent's own schema, and dimensioned as the alarms expect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from infra.agent_config import agent_config
+from infra.user_data import cloud_config
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "data" / "cloudwatch-agent-config.schema.json").read_text())
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_agent_config_is_valid_against_the_official_schema(gpu: bool) -> None:
+    jsonschema.Draft4Validator(SCHEMA).validate(agent_config(gpu))
+
+
+def test_the_configs_the_instance_receives_are_the_validated_ones() -> None:
+    files = {f["path"]: f["content"] for f in cloud_config("bucket", "vol-0123456789abcdef0")["write_files"]}
+
+    base = json.loads(files["/opt/aws/amazon-cloudwatch-agent/etc/trainguard-base.json"])
+    gpu = json.loads(files["/opt/aws/amazon-cloudwatch-agent/etc/trainguard-gpu.json"])
+    assert (base, gpu) == (agent_config(False), agent_config(True))
+    for config in (base, gpu):
+        jsonschema.Draft4Validator(SCHEMA).validate(config)
+
+
+def test_the_schema_rejects_what_the_agent_would() -> None:
+    broken = agent_config(False)
+    broken["metrics"]["metrics_collected"]["mem"]["measurement"] = "mem_used_percent"
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(SCHEMA).validate(broken)
+
+
+def test_metrics_the_issue_names_are_collected() -> None:
+    collected = agent_config(False)["metrics"]["metrics_collected"]
+
+    assert collected["mem"]["measurement"] == ["mem_used_percent"]
+    assert collected["swap"]["measurement"] == ["swap_used_percent"]
+    assert collected["disk"]["measurement"] == ["used_percent"]
+    assert collected["disk"]["resources"] == ["/", "/data"]
+    assert collected["procstat"][0]["exe"] == "sshd"
+
+
+def test_gpu_metrics_only_in_the_gpu_variant() -> None:
+    assert "nvidia_gpu" not in agent_config(False)["metrics"]["metrics_collected"]
+    assert "utilization_gpu" in agent_config(True)["metrics"]["metrics_collected"]["nvidia_gpu"]["measurement"]
+
+
+def test_every_metric_carries_exactly_the_dimensions_alarms_select_on() -> None:
+    config = agent_config(True)
+
+    assert config["agent"]["omit_hostname"] is True
+    assert config["metrics"]["append_dimensions"] == {"InstanceId": "${aws:InstanceId}"}
+    assert config["metrics"]["aggregation_dimensions"] == [["InstanceId"], ["InstanceId", "path"]]
+
+
+def test_user_data_is_yaml_that_round_trips() -> None:
+    from infra.user_data import user_data
+
+    text = user_data("bucket", "vol-0123456789abcdef0")
+
+    assert yaml.safe_load(text) == cloud_config("bucket", "vol-0123456789abcdef0")

@@ -1,0 +1,88 @@
+"""infra/__main__.py as Pulumi runs it: config in, validated, resources and exports out; bad config stops it."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PROGRAM = REPO / "infra" / "__main__.py"
+
+
+def _run_program(mocks: Any, config: dict[str, Any]) -> None:
+    pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
+    pulumi.runtime.set_all_config(
+        {f"trainguard:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    )
+
+    @pulumi.runtime.test  # type: ignore[misc]
+    def run() -> None:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+
+    try:
+        run()
+    finally:
+        pulumi.runtime.set_all_config({})
+
+
+def _example_config() -> dict[str, Any]:
+    stack_file = yaml.safe_load((REPO / "Pulumi.example.yaml").read_text())
+    return {
+        key.removeprefix("trainguard:"): value
+        for key, value in stack_file["config"].items()
+        if key.startswith("trainguard:")
+    }
+
+
+def test_the_example_stack_config_deploys(recording_mocks) -> None:
+    mocks = recording_mocks()
+
+    _run_program(mocks, _example_config())
+
+    types = {resource.typ for resource in mocks.resources}
+    assert {"aws:ec2/instance:Instance", "aws:sns/topic:Topic", "aws:dlm/lifecyclePolicy:LifecyclePolicy"} <= types
+    subscriptions = [
+        r.inputs["endpoint"] for r in mocks.resources if r.typ == "aws:sns/topicSubscription:TopicSubscription"
+    ]
+    assert sorted(subscriptions) == ["ml-lead@example.com", "oncall@example.com"]
+
+
+def test_bad_config_stops_the_program_before_any_resource_naming_each_key(recording_mocks) -> None:
+    mocks = recording_mocks()
+    config = _example_config() | {"sshAllowedCidrs": ["0.0.0.0/0"], "snapshotIntervalHours": "5"}
+
+    with pytest.raises(pulumi.RunError) as caught:
+        _run_program(mocks, config)
+
+    message = str(caught.value)
+    assert "trainguard:sshAllowedCidrs = '0.0.0.0/0': opens SSH to the whole internet" in message
+    assert "trainguard:snapshotIntervalHours = 5" in message
+    assert not [r for r in mocks.resources if r.typ.startswith("aws:")]
+
+
+def test_pulumi_yaml_declares_every_setting_with_a_description() -> None:
+    from infra.settings import LIST_KEYS, SCALAR_KEYS, Settings, validate
+
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    declared = project["config"]
+
+    assert (project["name"], project["main"], project["runtime"]["name"]) == ("trainguard", "infra/", "python")
+    assert set(declared) == {f"trainguard:{key}" for key in (*LIST_KEYS, *SCALAR_KEYS)}
+    assert all(entry.get("description") for entry in declared.values())
+    defaults = {
+        k.removeprefix("trainguard:"): str(v["default"]).lower()
+        if isinstance(v["default"], bool)
+        else str(v["default"])
+        for k, v in declared.items()
+        if "default" in v
+    }
+    minimal = {"alertEmails": ["a@example.com"], "sshAllowedCidrs": ["10.0.0.0/8"], "keyName": "k"}
+    # Pulumi.yaml's defaults are the program's defaults.
+    assert validate(minimal | defaults) == validate(minimal)
+    assert isinstance(validate(minimal), Settings)

@@ -1,0 +1,239 @@
+"""The stack under Pulumi mocks: every property the deployment promises, asserted on what it declares."""
+
+from __future__ import annotations
+
+import json
+
+INSTANCE = "aws:ec2/instance:Instance"
+VOLUME = "aws:ebs/volume:Volume"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def test_instance_is_hardened_and_watched(deploy) -> None:
+    instance = deploy().one(INSTANCE).inputs
+
+    assert instance["metadataOptions"]["httpTokens"] == "required"
+    assert instance["rootBlockDevice"] == {
+        "volumeType": "gp3",
+        "volumeSize": 100,
+        "encrypted": True,
+        "deleteOnTermination": True,
+        "tags": {"Name": "trainguard-node-0-root", "trainguard:managed": "true"},
+    }
+    assert instance["monitoring"] is True
+    assert instance["tags"] == {"Name": "trainguard-node-0", "trainguard:managed": "true"}
+    assert instance["instanceType"] == "g5.xlarge"
+    assert instance["ami"] == "ami-0dee9dee9dee9dee9"
+    assert instance["iamInstanceProfile"] == "trainguard-node-0-profile"
+    assert instance["keyName"] == "trainguard-key-key"
+
+
+def test_deep_learning_ami_is_looked_up_for_the_instance_architecture(deploy, make_settings) -> None:
+    arm = deploy(make_settings(instance_type="g5g.xlarge"), architectures=("arm64",))
+    pinned = deploy(make_settings(ami_id="ami-0123456789abcdef0"))
+
+    (ami_call,) = [call for token, call in arm.mocks.calls if token == "aws:ec2/getAmi:getAmi"]
+    filters = {f["name"]: f["values"] for f in ami_call["filters"]}
+    assert filters["name"] == ["Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"]
+    assert filters["architecture"] == ["arm64"]
+    assert ami_call["owners"] == ["amazon"] and ami_call["mostRecent"] is True
+    assert pinned.one(INSTANCE).inputs["ami"] == "ami-0123456789abcdef0"
+    assert not [token for token, _ in pinned.mocks.calls if token == "aws:ec2/getAmi:getAmi"]
+
+
+def test_default_subnet_is_in_a_zone_that_offers_the_instance_type(deploy, make_settings) -> None:
+    deployment = deploy()
+
+    (subnets_call,) = [call for token, call in deployment.mocks.calls if token == "aws:ec2/getSubnets:getSubnets"]
+    filters = {f["name"]: f["values"] for f in subnets_call["filters"]}
+    assert filters["availability-zone"] == ["eu-west-1a", "eu-west-1b"]
+    assert filters["default-for-az"] == ["true"]
+    assert deployment.one(INSTANCE).inputs["subnetId"] == "subnet-0aaaaaaaaaaaaaaaa"
+    chosen = deploy(make_settings(subnet_id="subnet-0123456789abcdef0"))
+    assert chosen.one(INSTANCE).inputs["subnetId"] == "subnet-0123456789abcdef0"
+
+
+def test_data_volume_is_encrypted_gp3_kept_and_tagged_for_snapshots(deploy) -> None:
+    deployment = deploy()
+    volume = deployment.one(VOLUME).inputs
+    volume_id = deployment.one(VOLUME).id
+    attachment = deployment.one("aws:ec2/volumeAttachment:VolumeAttachment").inputs
+
+    assert (volume["type"], volume["encrypted"], volume["size"]) == ("gp3", True, 200)
+    assert volume["availabilityZone"] == "eu-west-1a"
+    assert volume["tags"]["trainguard:snapshot"] == "true"
+    assert attachment["volumeId"] == volume_id
+    assert attachment["instanceId"] == deployment.outputs["instance_ids"][0]
+    # Not on the instance's block device list: terminating the instance leaves it.
+    assert "ebsBlockDevices" not in deployment.one(INSTANCE).inputs
+
+
+def test_ssh_is_open_only_to_the_allowed_cidrs(deploy) -> None:
+    group = deploy().one("aws:ec2/securityGroup:SecurityGroup").inputs
+
+    (ingress,) = group["ingress"]
+    assert (ingress["protocol"], ingress["fromPort"], ingress["toPort"]) == ("tcp", 22, 22)
+    assert ingress["cidrBlocks"] == ["203.0.113.0/24"]
+    assert ingress["ipv6CidrBlocks"] == ["2001:db8::/48"]
+
+
+def test_instance_profile_has_exactly_the_agent_ssm_and_its_own_results_prefix(deploy) -> None:
+    deployment = deploy()
+    instance_id = deployment.outputs["instance_ids"][0]
+
+    attached = sorted(
+        a.inputs["policyArn"] for a in deployment.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    )
+    assert attached == [
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",
+    ]
+    results = json.loads(deployment.named("trainguard-node-0-results").inputs["policy"])
+    write, listing = results["Statement"]
+    assert write["Resource"] == f"arn:aws:s3:::trainguard-results-20261129/{instance_id}/*"
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == [f"{instance_id}/", f"{instance_id}/*"]
+
+
+def test_user_data_mounts_the_data_volume_by_id_and_pushes_results(deploy) -> None:
+    deployment = deploy()
+    user_data = deployment.one(INSTANCE).inputs["userData"]
+
+    assert user_data.startswith("#cloud-config\n")
+    assert f"TRAINGUARD_DATA_VOLUME_ID={deployment.one(VOLUME).id}\n" in user_data
+    assert "TRAINGUARD_BUCKET=trainguard-results-20261129" in user_data
+    assert "trainguard-push-results.timer" in user_data
+
+
+def test_results_bucket_is_private_versioned_encrypted_tls_only_and_kept(deploy) -> None:
+    deployment = deploy()
+
+    block = deployment.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(block[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    versioning = deployment.one("aws:s3/bucketVersioning:BucketVersioning").inputs
+    assert versioning["versioningConfiguration"]["status"] == "Enabled"
+    encryption = deployment.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ).inputs
+    assert encryption["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    (rule,) = deployment.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
+    assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+    (statement,) = json.loads(deployment.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])["Statement"]
+    assert (statement["Effect"], statement["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
+
+
+def test_alert_topic_is_encrypted_with_one_email_subscription_per_address(deploy) -> None:
+    deployment = deploy()
+
+    topic = deployment.one("aws:sns/topic:Topic").inputs
+    key = deployment.one("aws:kms/key:Key").inputs
+    assert topic["kmsMasterKeyId"].startswith("arn:aws:kms:")
+    assert key["enableKeyRotation"] is True
+    key_policy = json.loads(key["policy"])
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in key_policy["Statement"])
+    subscriptions = [s.inputs for s in deployment.of_type("aws:sns/topicSubscription:TopicSubscription")]
+    assert sorted((s["protocol"], s["endpoint"]) for s in subscriptions) == [
+        ("email", "lead@example.com"),
+        ("email", "oncall@example.com"),
+    ]
+
+
+def _alarms(deployment) -> dict[str, dict]:
+    return {alarm.name.removeprefix("trainguard-node-0-alarms-"): alarm.inputs for alarm in deployment.of_type(ALARM)}
+
+
+def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_ok(deploy) -> None:
+    deployment = deploy()
+    instance_id = deployment.outputs["instance_ids"][0]
+    topic = deployment.outputs["topic_arn"]
+    alarms = _alarms(deployment)
+
+    assert set(alarms) == {"cpu", "memory", "disk-root", "disk-data", "system-status", "instance-status"}
+    for key, alarm in alarms.items():
+        assert alarm["name"] == f"trainguard-{instance_id}-{key}"
+        assert alarm["dimensions"]["InstanceId"] == instance_id
+        assert topic in alarm["alarmActions"]
+        assert alarm["okActions"] == [topic]
+    cpu, memory = alarms["cpu"], alarms["memory"]
+    assert (cpu["metricName"], cpu["threshold"], cpu["period"] * cpu["evaluationPeriods"]) == (
+        "CPUUtilization",
+        95,
+        900,
+    )
+    assert cpu["alarmActions"] == [topic]  # email only
+    assert (memory["namespace"], memory["metricName"], memory["threshold"]) == ("CWAgent", "mem_used_percent", 90)
+    assert memory["period"] * memory["evaluationPeriods"] == 300
+    assert "how the incident's freeze began" in memory["alarmDescription"]
+    assert alarms["disk-root"]["dimensions"] == {"InstanceId": instance_id, "path": "/"}
+    assert alarms["disk-data"]["dimensions"] == {"InstanceId": instance_id, "path": "/data"}
+    assert alarms["disk-data"]["threshold"] == 90
+    system, status = alarms["system-status"], alarms["instance-status"]
+    assert (system["metricName"], system["period"], system["evaluationPeriods"]) == ("StatusCheckFailed_System", 60, 2)
+    assert (status["metricName"], status["period"], status["evaluationPeriods"]) == (
+        "StatusCheckFailed_Instance",
+        60,
+        3,
+    )
+    assert status["alarmActions"] == [topic]
+
+
+def test_alarm_descriptions_say_what_it_means_what_was_done_and_what_next(deploy) -> None:
+    alarms = _alarms(deploy())
+
+    for key, alarm in alarms.items():
+        text = alarm["alarmDescription"]
+        assert "trainguard" in text, key
+        assert "python -m healthcheck probe i-" in text or "aws ec2" in text, key
+        assert len(text) <= 1024, key
+
+
+def test_system_status_recovers_where_the_type_can_and_emails_where_it_cannot(deploy) -> None:
+    recoverable = _alarms(deploy(auto_recovery=True))["system-status"]
+    not_recoverable = _alarms(deploy(auto_recovery=False))["system-status"]
+
+    assert recoverable["alarmActions"][1] == "arn:aws:automate:eu-west-1:ec2:recover"
+    assert "asked EC2 to recover" in recoverable["alarmDescription"]
+    assert len(not_recoverable["alarmActions"]) == 1
+    assert "cannot recover it automatically" in not_recoverable["alarmDescription"]
+
+
+def test_thresholds_come_from_config(deploy, make_settings) -> None:
+    alarms = _alarms(deploy(make_settings(cpu_alarm_percent=80, memory_alarm_percent=70, disk_alarm_percent=60)))
+
+    assert (alarms["cpu"]["threshold"], alarms["memory"]["threshold"], alarms["disk-root"]["threshold"]) == (80, 70, 60)
+    assert "above 70%" in alarms["memory"]["alarmDescription"]
+
+
+def test_a_fleet_repeats_every_per_instance_resource(deploy, make_settings) -> None:
+    deployment = deploy(make_settings(instance_count=3))
+
+    assert len(deployment.of_type(INSTANCE)) == 3
+    assert len(deployment.of_type(VOLUME)) == 3
+    assert len(deployment.of_type("aws:ec2/volumeAttachment:VolumeAttachment")) == 3
+    assert len(deployment.of_type("aws:iam/instanceProfile:InstanceProfile")) == 3
+    assert len(deployment.of_type(ALARM)) == 3 * 6
+    assert len(set(deployment.outputs["instance_ids"])) == 3
+    assert len(deployment.of_type("aws:sns/topic:Topic")) == 1
+    assert len(deployment.of_type("aws:dlm/lifecyclePolicy:LifecyclePolicy")) == 1
+
+
+def test_snapshot_policy_targets_tagged_data_volumes_on_the_configured_schedule(deploy, make_settings) -> None:
+    deployment = deploy(make_settings(snapshot_interval_hours=6, snapshot_retain_count=8))
+    policy = deployment.one("aws:dlm/lifecyclePolicy:LifecyclePolicy").inputs
+
+    details = policy["policyDetails"]
+    assert details["targetTags"] == {"trainguard:snapshot": "true"}
+    (schedule,) = details["schedules"]
+    assert schedule["createRule"]["interval"] == 6 and schedule["createRule"]["intervalUnit"] == "HOURS"
+    assert schedule["retainRule"]["count"] == 8
+    assert policy["executionRoleArn"].startswith("arn:aws:iam:")
+
+
+def test_dashboard_shows_every_instance(deploy, make_settings) -> None:
+    deployment = deploy(make_settings(instance_count=2))
+    body = json.loads(deployment.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+
+    titles = [widget["properties"]["title"] for widget in body["widgets"]]
+    for instance_id in deployment.outputs["instance_ids"]:
+        for graph in ("CPU", "Memory", "Disk", "GPU", "Status checks"):
+            assert any(t.startswith(f"{instance_id} {graph}") for t in titles), (instance_id, graph)
+    assert deployment.outputs["dashboard_url"].endswith("#dashboards:name=trainguard-test")
