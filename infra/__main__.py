@@ -13,17 +13,5 @@ except ConfigError as error:
     raise pulumi.RunError(f"bad trainguard config:\n{error}") from None
 
 stack = TrainingStack("trainguard", settings)
-
-pulumi.export("instance_ids", stack.instance_ids)
-pulumi.export("public_ips", stack.public_ips)
-pulumi.export(
-    "ssh_commands",
-    [ip.apply(lambda address: f"ssh ubuntu@{address}") for ip in stack.public_ips],
-)
-pulumi.export(
-    "probe_commands",
-    [iid.apply(lambda instance_id: f"python -m healthcheck probe {instance_id}") for iid in stack.instance_ids],
-)
-pulumi.export("bucket_name", stack.bucket_name)
-pulumi.export("topic_arn", stack.topic_arn)
-pulumi.export("dashboard_url", stack.dashboard_url)
+for name, value in stack.exports().items():
+    pulumi.export(name, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -17,6 +18,8 @@ from infra.components.results import ResultsBucket
 from infra.components.snapshots import SnapshotPolicy
 from infra.settings import Settings
 
+# The Deep Learning AMI's login user (Ubuntu).
+LOGIN_USER = "ubuntu"
 # The current AWS Deep Learning AMI (NVIDIA driver, Ubuntu 22.04), per architecture.
 DLAMI_NAMES = {
     "x86_64": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *",
@@ -118,6 +121,20 @@ class TrainingStack(pulumi.ComponentResource):
                 "dashboard_url": self.dashboard_url,
             }
         )
+
+    def exports(self) -> dict[str, pulumi.Input[Any]]:
+        """What `pulumi stack output` shows a person: ids, addresses, the commands to run, where things are."""
+        return {
+            "instance_ids": self.instance_ids,
+            "public_ips": self.public_ips,
+            "ssh_commands": [ip.apply(lambda address: f"ssh {LOGIN_USER}@{address}") for ip in self.public_ips],
+            "probe_commands": [
+                iid.apply(lambda instance_id: f"python -m healthcheck probe {instance_id}") for iid in self.instance_ids
+            ],
+            "bucket_name": self.bucket_name,
+            "topic_arn": self.topic_arn,
+            "dashboard_url": self.dashboard_url,
+        }
 
     @staticmethod
     def _default_subnet(instance_type: str) -> str:

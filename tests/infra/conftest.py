@@ -94,7 +94,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 @dataclass
 class Deployment:
-    """What the mocked `pulumi up` declared."""
+    """What the mocked `pulumi up` declared, and the stack's exports, resolved."""
 
     mocks: RecordingMocks
     outputs: dict[str, Any]
@@ -143,14 +143,11 @@ def deploy() -> Callable[..., Deployment]:
         @pulumi.runtime.test  # type: ignore[misc]
         def build() -> pulumi.Output[None]:
             stack = TrainingStack("trainguard", stack_settings or settings())
-            collected = {
-                "instance_ids": pulumi.Output.all(*stack.instance_ids),
-                "public_ips": pulumi.Output.all(*stack.public_ips),
-                "bucket_name": stack.bucket_name,
-                "topic_arn": stack.topic_arn,
-                "dashboard_url": stack.dashboard_url,
+            exports = {
+                name: pulumi.Output.all(*value) if isinstance(value, list) else value
+                for name, value in stack.exports().items()
             }
-            return pulumi.Output.all(**collected).apply(outputs.update)
+            return pulumi.Output.all(**exports).apply(outputs.update)
 
         build()
         return Deployment(mocks, outputs)

@@ -237,3 +237,25 @@ def test_dashboard_shows_every_instance(deploy, make_settings) -> None:
         for graph in ("CPU", "Memory", "Disk", "GPU", "Status checks"):
             assert any(t.startswith(f"{instance_id} {graph}") for t in titles), (instance_id, graph)
     assert deployment.outputs["dashboard_url"].endswith("#dashboards:name=trainguard-test")
+
+
+def test_exports_give_a_person_everything_to_reach_each_instance(deploy, make_settings) -> None:
+    outputs = deploy(make_settings(instance_count=2)).outputs
+
+    assert set(outputs) == {
+        "instance_ids",
+        "public_ips",
+        "ssh_commands",
+        "probe_commands",
+        "bucket_name",
+        "topic_arn",
+        "dashboard_url",
+    }
+    first, second = outputs["instance_ids"]
+    assert outputs["probe_commands"] == [
+        f"python -m healthcheck probe {first}",
+        f"python -m healthcheck probe {second}",
+    ]
+    assert outputs["ssh_commands"] == [f"ssh ubuntu@{ip}" for ip in outputs["public_ips"]]
+    assert outputs["bucket_name"] == "trainguard-results-20261129"
+    assert outputs["topic_arn"].startswith("arn:aws:sns:")

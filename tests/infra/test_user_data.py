@@ -123,3 +123,39 @@ def test_a_data_volume_with_a_filesystem_is_never_formatted(tmp_path: Path) -> N
 
     assert "mkfs" not in record
     assert f"mount {tmp_path / 'data'}" in record
+
+
+def test_boot_mounts_data_then_starts_the_agent_then_the_results_timer() -> None:
+    assert cloud_config("b", VOLUME_ID)["runcmd"] == [
+        ["/usr/local/sbin/trainguard-mount-data"],
+        ["/usr/local/sbin/trainguard-install-agent"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "trainguard-push-results.timer"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("nvidia_smi", "expected"),
+    [("exit 0", "trainguard-gpu.json"), (None, "trainguard-base.json"), ("exit 9", "trainguard-base.json")],
+)
+def test_agent_gets_the_gpu_config_only_where_nvidia_smi_works(
+    tmp_path: Path, nvidia_smi: str | None, expected: str
+) -> None:
+    """Run trainguard-install-agent with a stub agent already installed and nvidia-smi present, absent or broken."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    ctl = tmp_path / "amazon-cloudwatch-agent-ctl"
+    ctl.write_text(f'#!/bin/sh\necho "$*" >>{calls}\n')
+    ctl.chmod(0o755)
+    if nvidia_smi is not None:
+        stub = bin_dir / "nvidia-smi"
+        stub.write_text(f"#!/bin/sh\n{nvidia_smi}\n")
+        stub.chmod(0o755)
+    script = (USERDATA_DIR / "trainguard-install-agent").read_text()
+    script = script.replace("ctl=/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl", f"ctl={ctl}")
+    runner = tmp_path / "install-agent"
+    runner.write_text(script)
+
+    subprocess.run(["sh", str(runner)], check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+
+    assert calls.read_text() == (f"-a fetch-config -m ec2 -s -c file:/opt/aws/amazon-cloudwatch-agent/etc/{expected}\n")
