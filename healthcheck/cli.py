@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
-from healthcheck import __version__, ec2
+from healthcheck import __version__, ec2, reboot
 from healthcheck.errors import UsageError
 from healthcheck.probe import Job, ProbeSettings, probe_all
 from healthcheck.render import as_json, overall_status, report, watch_line
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"DEGRADED {meaning} (default: %(default)g)",
         )
 
+    reboot.add_parser(commands)
     commands.add_parser(
         "demo",
         help="probe a throwaway local sshd, healthy and then frozen with SIGSTOP",
@@ -177,6 +178,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             from healthcheck.demo import run_demo
 
             return run_demo(out)
+        if args.command == "reboot":
+            return reboot.run_reboot(args, out)
         return run_probe(args, out)
     except UsageError as error:
         print(f"healthcheck: error: {error}", file=sys.stderr)

@@ -30,15 +30,14 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield boto3.client("ec2", region_name=REGION)
 
 
-def _image(ec2: Any) -> str:
-    return ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+IMAGE_ID = "ami-0123456789abcdef0"  # moto runs instances from any image id
 
 
 def _instance_in_subnet(ec2: Any, private_ip: str | None = None) -> str:
     vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.0.0/24")["Subnet"]["SubnetId"]
     extra = {"PrivateIpAddress": private_ip} if private_ip else {}
-    reservation = ec2.run_instances(ImageId=_image(ec2), MinCount=1, MaxCount=1, SubnetId=subnet, **extra)
+    reservation = ec2.run_instances(ImageId=IMAGE_ID, MinCount=1, MaxCount=1, SubnetId=subnet, **extra)
     return reservation["Instances"][0]["InstanceId"]
 
 

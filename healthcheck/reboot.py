@@ -1,0 +1,125 @@
+"""`python -m healthcheck reboot i-...`: the auto-reboot function's decision and sequence, from a laptop.
+
+The managed-tag, running-state, boot-grace and duplicate rules apply as they do
+in the Lambda; --force lifts the reboot budget only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from healthcheck.errors import UsageError
+from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
+from healthcheck.remediation.events import AlarmEvent
+from healthcheck.remediation.policy import RemediationConfigError, RemediationSettings, Verdict
+from healthcheck.remediation.report import Outcome, Step
+from healthcheck.status import Status
+from healthcheck.targets import INSTANCE_ID
+
+RECOVERY_STEPS = ("reboot", "stop")
+
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    reboot = commands.add_parser(
+        "reboot",
+        help="snapshot, keep the console and reboot an instance, as the auto-reboot function does",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 recovered (or would, with --dry-run), 1 skipped or a side step failed, "
+        "2 gave up or the reboot failed, 3 bad input",
+    )
+    reboot.add_argument("instance_id", metavar="INSTANCE_ID", help="the instance, i-...")
+    reboot.add_argument("--reason", default="manual reboot", help="why, for the email and the snapshot tags")
+    reboot.add_argument("--dry-run", action="store_true", help="decide and show the plan; change nothing")
+    reboot.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reboot.add_argument("--force", action="store_true", help="lift the reboot budget (the other rules still apply)")
+    reboot.add_argument("--region", help="AWS region (default: from the AWS config)")
+    reboot.add_argument("--bucket", help="bucket for the post-mortem (default: $TRAINGUARD_BUCKET)")
+    reboot.add_argument("--topic-arn", help="SNS topic for the email (default: $TRAINGUARD_TOPIC_ARN)")
+
+
+def run_reboot(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin) -> int:
+    if not INSTANCE_ID.match(args.instance_id):
+        raise UsageError(f"{args.instance_id!r} is not an instance id: pass one like i-0123456789abcdef0")
+    try:
+        settings = RemediationSettings.from_environment(os.environ)
+    except RemediationConfigError as error:
+        raise UsageError(f"{error}; fix or unset the variable") from None
+    settings = replace(settings, bucket=args.bucket or settings.bucket, topic_arn=args.topic_arn or settings.topic_arn)
+
+    def show(step: Step) -> None:
+        print(f"  {step.name:<15} {step.status:<7} {step.detail}", file=out, flush=True)
+
+    remediator = Remediator(settings, Clients(region=args.region), on_step=show)
+    event = AlarmEvent(
+        alarm_name=f"manual reboot by {getpass.getuser()}",
+        state="ALARM",
+        instance_id=args.instance_id,
+        changed_at=datetime.now(UTC).isoformat(),
+        reason=args.reason,
+    )
+    plan = _aws_errors_as_usage(lambda: remediator.handle_alarm(event, force=args.force, dry_run=True))
+    print(f"{args.instance_id}: {plan.decision.verdict.value}: {plan.decision.reason}", file=out)
+    if not plan.decision.verdict.acts and plan.decision.verdict is not Verdict.GIVE_UP:
+        return Status.WARNING
+    if args.dry_run:
+        print(_plan_text(plan, settings), file=out)
+        return Status.OK if plan.decision.verdict.acts else Status.CRITICAL
+    if not args.yes and not _confirmed(args.instance_id, plan, out, stdin):
+        print("Nothing done.", file=out)
+        return Status.WARNING
+    outcome = _aws_errors_as_usage(lambda: remediator.handle_alarm(event, force=args.force))
+    return _exit_status(outcome)
+
+
+def _plan_text(plan: Outcome, settings: RemediationSettings) -> str:
+    if plan.decision.verdict is Verdict.GIVE_UP:
+        return "Would record the decision and email a person (pass --force to reboot anyway)."
+    recovery = "force-stop, then start when stopped" if plan.decision.verdict is Verdict.STOP_START else "reboot"
+    where = f"s3://{settings.bucket}/postmortem/{plan.instance_id}/" if settings.bucket else "nowhere (no bucket)"
+    email = settings.topic_arn or "nobody (no topic)"
+    return (
+        f"Would: snapshot every EBS volume; keep the console output in {where}; {recovery}; "
+        f"record it in the instance's tags; email {email}."
+    )
+
+
+def _confirmed(instance_id: str, plan: Outcome, out: TextIO, stdin: TextIO) -> bool:
+    if not stdin.isatty():
+        raise UsageError(
+            f"not asking on a non-interactive input: pass --yes to {plan.decision.verdict.value} {instance_id}"
+        )
+    print(f"{plan.decision.verdict.value} {instance_id}? [y/N] ", end="", file=out, flush=True)
+    return stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _exit_status(outcome: Outcome) -> int:
+    if outcome.decision.verdict is Verdict.GIVE_UP:
+        return Status.CRITICAL
+    if not outcome.decision.verdict.acts:
+        return Status.WARNING
+    failed = {step.name for step in outcome.steps if not step.ok}
+    if failed & set(RECOVERY_STEPS):
+        return Status.CRITICAL
+    return Status.WARNING if failed else Status.OK
+
+
+def _aws_errors_as_usage(call: Callable[[], Outcome]) -> Outcome:
+    """AWS setup problems, reported as bad input in one line."""
+    from botocore.exceptions import NoCredentialsError, NoRegionError
+
+    try:
+        return call()
+    except InstanceNotFound as error:
+        raise UsageError(f"unknown instance id {error}: check the id and the region (--region)") from None
+    except NoCredentialsError:
+        raise UsageError("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID, or run aws configure") from None
+    except NoRegionError:
+        raise UsageError("no AWS region: pass --region or set AWS_REGION") from None
