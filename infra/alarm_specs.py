@@ -42,6 +42,7 @@ class AlarmSpec:
     description: str
     extra_dimensions: dict[str, str] = field(default_factory=dict)
     recover: bool = False
+    invokes_auto_reboot: bool = False
 
     def __post_init__(self) -> None:
         check_alarm_timing(self.period, self.evaluation_periods)
@@ -155,11 +156,13 @@ def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, .
             threshold=0,
             comparison_operator="GreaterThanThreshold",
             treat_missing_data="missing",
+            invokes_auto_reboot=True,
             description=(
                 "The EC2 instance status check has failed for 3 minutes on {instance_id}: its operating system "
-                "stopped answering (kernel panic, memory exhausted, or frozen). trainguard sent this email. "
-                f"Run {probe}; save the console (aws ec2 get-console-output --latest --instance-id {{instance_id}}), "
-                "snapshot the volumes, then reboot (aws ec2 reboot-instances --instance-ids {instance_id})."
+                "stopped answering (kernel panic, memory exhausted, or frozen). trainguard's auto-reboot function "
+                "is snapshotting its volumes, saving the console to s3://{bucket}/postmortem/{instance_id}/ and "
+                "rebooting it (once; it never loops), and will email what it did. If that email does not come "
+                f"within 5 minutes, run {probe} and reboot by hand: python -m healthcheck reboot {{instance_id}}."
             ),
         ),
     )

@@ -156,3 +156,67 @@ def snapshot_lifecycle(partition: str, region: str) -> Document:
             "Resource": "*",
         },
     )
+
+
+def auto_reboot(
+    *, partition: str, region: str, account_id: str, bucket_arn: str, topic_arn: str, key_arn: str, log_group_arn: str
+) -> Document:
+    """The auto-reboot function: recover only managed instances, snapshot them, keep evidence, tell a person."""
+    ec2 = f"arn:{partition}:ec2:{region}"
+    instances = f"{ec2}:{account_id}:instance/*"
+    managed = {"StringEquals": {f"ec2:ResourceTag/{MANAGED_TAG_KEY}": "true"}}
+    return document(
+        {
+            "Sid": "RecoverManagedInstances",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:RebootInstances",
+                "ec2:StopInstances",
+                "ec2:StartInstances",
+                "ec2:GetConsoleOutput",
+                "ec2:GetConsoleScreenshot",
+                "ec2:CreateSnapshots",
+                "ec2:CreateTags",
+            ],
+            "Resource": instances,
+            "Condition": managed,
+        },
+        {
+            "Sid": "SnapshotTheirVolumes",
+            "Effect": "Allow",
+            "Action": "ec2:CreateSnapshots",
+            "Resource": [f"{ec2}:{account_id}:volume/*", f"{ec2}::snapshot/*"],
+        },
+        {
+            "Sid": "TagNewSnapshots",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": f"{ec2}::snapshot/*",
+            "Condition": {"StringEquals": {"ec2:CreateAction": "CreateSnapshots"}},
+        },
+        {
+            "Sid": "ReadInstances",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "KeepPostMortems",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": f"{bucket_arn}/postmortem/*",
+        },
+        {"Sid": "TellAPerson", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
+        {
+            "Sid": "UseTheTopicKey",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": key_arn,
+        },
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{log_group_arn}:*",
+        },
+    )

@@ -11,6 +11,7 @@ import pulumi_aws as aws
 from infra.alarm_specs import instance_alarms
 from infra.components.alarms import InstanceAlarms
 from infra.components.alerts import AlertTopic
+from infra.components.auto_reboot import AutoReboot
 from infra.components.dashboard import StackDashboard
 from infra.components.instance import Placement, TrainingInstance
 from infra.components.network import SshAccess
@@ -56,6 +57,17 @@ class TrainingStack(pulumi.ComponentResource):
             f"{name}-alerts", emails=settings.alert_emails, account_id=account_id, partition=partition, opts=child
         )
         results = ResultsBucket(f"{name}-results", opts=child)
+        recovery = AutoReboot(
+            f"{name}-auto-reboot",
+            topic_arn=alerts.topic_arn,
+            topic_key_arn=alerts.key_arn,
+            bucket_name=results.bucket_name,
+            bucket_arn=results.bucket_arn,
+            region=region,
+            partition=partition,
+            account_id=account_id,
+            opts=child,
+        )
         SnapshotPolicy(
             f"{name}-snapshots",
             interval_hours=settings.snapshot_interval_hours,
@@ -100,6 +112,8 @@ class TrainingStack(pulumi.ComponentResource):
                 bucket_name=results.bucket_name,
                 region=region,
                 partition=partition,
+                auto_reboot_arn=recovery.function_arn,
+                account_id=account_id,
                 opts=child,
             )
             nodes.append(node)

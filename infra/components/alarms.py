@@ -21,13 +21,32 @@ class InstanceAlarms(pulumi.ComponentResource):
         bucket_name: pulumi.Output[str],
         region: str,
         partition: str,
+        auto_reboot_arn: pulumi.Output[str],
+        account_id: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("trainguard:monitoring:InstanceAlarms", name, None, opts)
         recover_action = f"arn:{partition}:automate:{region}:ec2:recover"
-        self.alarm_arns = {
-            spec.key: self._alarm(name, spec, instance_id, topic_arn, bucket_name, recover_action).arn for spec in specs
-        }
+        self.alarm_arns = {}
+        for spec in specs:
+            actions: list[pulumi.Input[str]] = [topic_arn]
+            if spec.recover:
+                actions.append(recover_action)
+            if spec.invokes_auto_reboot:
+                actions.append(auto_reboot_arn)
+            alarm = self._alarm(name, spec, instance_id, topic_arn, bucket_name, actions)
+            if spec.invokes_auto_reboot:
+                # Scoped to this alarm: no other alarm, and no other account, may invoke the function.
+                aws.lambda_.Permission(
+                    f"{name}-{spec.key}-invoke",
+                    action="lambda:InvokeFunction",
+                    function=auto_reboot_arn,
+                    principal="lambda.alarms.cloudwatch.amazonaws.com",
+                    source_arn=alarm.arn,
+                    source_account=account_id,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+            self.alarm_arns[spec.key] = alarm.arn
         self.register_outputs({"alarm_arns": self.alarm_arns})
 
     def _alarm(
@@ -37,7 +56,7 @@ class InstanceAlarms(pulumi.ComponentResource):
         instance_id: pulumi.Output[str],
         topic_arn: pulumi.Output[str],
         bucket_name: pulumi.Output[str],
-        recover_action: str,
+        actions: list[pulumi.Input[str]],
     ) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(
             f"{name}-{spec.key}",
@@ -55,7 +74,7 @@ class InstanceAlarms(pulumi.ComponentResource):
             threshold=spec.threshold,
             comparison_operator=spec.comparison_operator,
             treat_missing_data=spec.treat_missing_data,
-            alarm_actions=[topic_arn, recover_action] if spec.recover else [topic_arn],
+            alarm_actions=actions,
             ok_actions=[topic_arn],
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -12,6 +12,7 @@ from infra.policies import alarm_topic, alert_key
 
 class AlertTopic(pulumi.ComponentResource):
     topic_arn: pulumi.Output[str]
+    key_arn: pulumi.Output[str]
 
     def __init__(
         self,
@@ -47,4 +48,5 @@ class AlertTopic(pulumi.ComponentResource):
             )
 
         self.topic_arn = topic.arn
+        self.key_arn = key.arn
         self.register_outputs({"topic_arn": topic.arn, "key_arn": key.arn})

@@ -173,7 +173,8 @@ def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_
         60,
         3,
     )
-    assert status["alarmActions"] == [topic]
+    function = deployment.one("aws:lambda/function:Function")
+    assert status["alarmActions"] == [topic, f"arn:aws:lambda:eu-west-1:123456789012:{function.id}"]
 
 
 def test_alarm_descriptions_say_what_it_means_what_was_done_and_what_next(deploy) -> None:
