@@ -21,6 +21,15 @@ class RemediationConfigError(ValueError):
     """An environment variable the remediation reads is malformed; the message names it and the fix."""
 
 
+def managed_tag(environ: Mapping[str, str]) -> tuple[str, str]:
+    """TRAINGUARD_MANAGED_TAG (`key=value`, default trainguard:managed=true): what marks an instance as ours."""
+    tag = environ.get("TRAINGUARD_MANAGED_TAG", "trainguard:managed=true")
+    key, equals, value = tag.partition("=")
+    if not equals or not key:
+        raise RemediationConfigError(f"TRAINGUARD_MANAGED_TAG={tag!r}: expected key=value")
+    return key, value
+
+
 @dataclass(frozen=True)
 class RemediationSettings:
     topic_arn: str | None = None
@@ -42,14 +51,10 @@ class RemediationSettings:
                 raise RemediationConfigError(f"{name}={text!r}: expected a whole number >= {low}")
             return int(text)
 
-        tag = environ.get("TRAINGUARD_MANAGED_TAG", "trainguard:managed=true")
-        key, equals, value = tag.partition("=")
-        if not equals or not key:
-            raise RemediationConfigError(f"TRAINGUARD_MANAGED_TAG={tag!r}: expected key=value")
         return cls(
             topic_arn=environ.get("TRAINGUARD_TOPIC_ARN") or None,
             bucket=environ.get("TRAINGUARD_BUCKET") or None,
-            managed_tag=(key, value),
+            managed_tag=managed_tag(environ),
             max_reboots=number("TRAINGUARD_MAX_REBOOTS", 3, 0),
             reboot_window=timedelta(hours=number("TRAINGUARD_REBOOT_WINDOW_HOURS", 6, 1)),
             boot_grace=timedelta(seconds=number("TRAINGUARD_BOOT_GRACE_SECONDS", 600, 0)),
