@@ -59,7 +59,50 @@ class AlarmSpec:
 def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, ...]:
     """The alarms every instance gets, from the stack's thresholds."""
     probe = "python -m healthcheck probe {instance_id}"
+    detection = settings.detection
+    recovering = (
+        "trainguard's auto-reboot function is snapshotting its volumes, saving the console to "
+        "s3://{bucket}/postmortem/{instance_id}/ and rebooting it (once; it never loops; a stopped or booting "
+        "instance is left alone), and will email what it did. If that email does not come within 5 minutes, "
+        f"run {probe} and reboot by hand: python -m healthcheck reboot {{instance_id}}."
+    )
     return (
+        AlarmSpec(
+            key="ssh-unresponsive",
+            metric_name="SSHResponsive",
+            namespace="Trainguard",
+            statistic="Minimum",
+            period=detection.canary_interval_s,
+            evaluation_periods=detection.canary_datapoints,
+            datapoints_to_alarm=detection.canary_datapoints,
+            threshold=1,
+            comparison_operator="LessThanThreshold",
+            treat_missing_data="notBreaching",
+            invokes_auto_reboot=True,
+            description=(
+                f"sshd on {{instance_id}} has sent no SSH banner for {detection.ssh_unresponsive_s}s to trainguard's "
+                "canary: the port may still be open, but nothing above the kernel answers. This is the incident: "
+                "memory exhaustion or a userspace freeze, which EC2's own checks can miss. " + recovering
+            ),
+        ),
+        AlarmSpec(
+            key="agent-heartbeat",
+            metric_name="mem_used_percent",
+            namespace=AGENT_NAMESPACE,
+            statistic="SampleCount",
+            period=60,
+            evaluation_periods=detection.heartbeat_missing_minutes,
+            datapoints_to_alarm=detection.heartbeat_missing_minutes,
+            threshold=1,
+            comparison_operator="LessThanThreshold",
+            # Silence is the signal: a missing datapoint counts against the host.
+            treat_missing_data="breaching",
+            invokes_auto_reboot=True,
+            description=(
+                f"The CloudWatch agent on {{instance_id}} has sent nothing for {detection.heartbeat_missing_minutes} "
+                "minutes: the host is frozen, or the agent died. " + recovering
+            ),
+        ),
         AlarmSpec(
             key="cpu",
             metric_name="CPUUtilization",
@@ -159,10 +202,7 @@ def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, .
             invokes_auto_reboot=True,
             description=(
                 "The EC2 instance status check has failed for 3 minutes on {instance_id}: its operating system "
-                "stopped answering (kernel panic, memory exhausted, or frozen). trainguard's auto-reboot function "
-                "is snapshotting its volumes, saving the console to s3://{bucket}/postmortem/{instance_id}/ and "
-                "rebooting it (once; it never loops), and will email what it did. If that email does not come "
-                f"within 5 minutes, run {probe} and reboot by hand: python -m healthcheck reboot {{instance_id}}."
+                "stopped answering (kernel panic, memory exhausted, or frozen). " + recovering
             ),
         ),
     )

@@ -220,3 +220,40 @@ def auto_reboot(
             "Resource": f"{log_group_arn}:*",
         },
     )
+
+
+def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: str) -> Document:
+    """The SSH canary: find managed instances, publish to its own namespace, run inside the VPC, log."""
+    return document(
+        {
+            "Sid": "PublishOwnNamespace",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",  # PutMetricData has no resource type; the namespace condition scopes it
+            "Condition": {"StringEquals": {"cloudwatch:namespace": "Trainguard"}},
+        },
+        {
+            "Sid": "FindInstances",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces"],
+            "Resource": "*",
+        },
+        {
+            # Lambda's network interfaces in the VPC; AWS documents this account-and-region scope.
+            "Sid": "VpcNetworkInterfaces",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:CreateNetworkInterface",
+                "ec2:DeleteNetworkInterface",
+                "ec2:AssignPrivateIpAddresses",
+                "ec2:UnassignPrivateIpAddresses",
+            ],
+            "Resource": f"arn:{partition}:ec2:{region}:{account_id}:*/*",
+        },
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{log_group_arn}:*",
+        },
+    )

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from infra.detection import Detection, detection_problems
+
 NAMESPACE = "trainguard"
 SNAPSHOT_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)  # what DLM's interval accepts
 WORLD = ("0.0.0.0/0", "::/0")
@@ -32,6 +34,9 @@ SCALAR_KEYS = (
     "memoryAlarmPercent",
     "diskAlarmPercent",
     "allowWorldSsh",
+    "canaryIntervalSeconds",
+    "sshUnresponsiveSeconds",
+    "heartbeatMissingMinutes",
 )
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -60,6 +65,13 @@ class Settings:
     memory_alarm_percent: int = 90
     disk_alarm_percent: int = 90
     allow_world_ssh: bool = False
+    canary_interval_seconds: int = 10
+    ssh_unresponsive_seconds: int = 60
+    heartbeat_missing_minutes: int = 3
+
+    @property
+    def detection(self) -> Detection:
+        return Detection(self.canary_interval_seconds, self.ssh_unresponsive_seconds, self.heartbeat_missing_minutes)
 
 
 class ConfigError(ValueError):
@@ -156,7 +168,19 @@ def validate(raw: Mapping[str, Any]) -> Settings:
         ),
         disk_alarm_percent=integer("diskAlarmPercent", defaults.disk_alarm_percent, 1, 99, "use a percentage, 1 to 99"),
         allow_world_ssh=allow_world,
+        canary_interval_seconds=integer(
+            "canaryIntervalSeconds", defaults.canary_interval_seconds, 10, 60, "use 10, 20, 30 or 60"
+        ),
+        ssh_unresponsive_seconds=integer(
+            "sshUnresponsiveSeconds", defaults.ssh_unresponsive_seconds, 20, 3600, "use 20 to 3600 seconds"
+        ),
+        heartbeat_missing_minutes=integer(
+            "heartbeatMissingMinutes", defaults.heartbeat_missing_minutes, 1, 60, "use 1 to 60 minutes"
+        ),
     )
+    if not errors:
+        for key, value, problem, fix in detection_problems(settings.detection):
+            bad(key, value, problem, fix)
     if errors:
         raise ConfigError("\n".join(errors))
     return settings

@@ -12,11 +12,14 @@ from infra.alarm_specs import instance_alarms
 from infra.components.alarms import InstanceAlarms
 from infra.components.alerts import AlertTopic
 from infra.components.auto_reboot import AutoReboot
+from infra.components.canary import SshCanary
 from infra.components.dashboard import StackDashboard
 from infra.components.instance import Placement, TrainingInstance
 from infra.components.network import SshAccess
 from infra.components.results import ResultsBucket
 from infra.components.snapshots import SnapshotPolicy
+from infra.detection import detection_budget
+from infra.pricing import monitoring_cost_usd_month
 from infra.settings import Settings
 
 # The Deep Learning AMI's login user (Ubuntu).
@@ -44,6 +47,8 @@ class TrainingStack(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     topic_arn: pulumi.Output[str]
     dashboard_url: pulumi.Output[str]
+    detection_budget_seconds: dict[str, int]
+    monitoring_cost_usd_month: float
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainguard:index:TrainingStack", name, None, opts)
@@ -79,6 +84,18 @@ class TrainingStack(pulumi.ComponentResource):
 
         subnet = aws.ec2.get_subnet(id=settings.subnet_id or self._default_subnet(settings.instance_type))
         ssh = SshAccess(f"{name}-ssh", vpc_id=subnet.vpc_id, allowed_cidrs=settings.ssh_allowed_cidrs, opts=child)
+        SshCanary(
+            f"{name}-canary",
+            vpc_id=subnet.vpc_id,
+            subnet_id=subnet.id,
+            instance_security_group_id=ssh.security_group_id,
+            detection=settings.detection,
+            topic_arn=alerts.topic_arn,
+            region=region,
+            partition=partition,
+            account_id=account_id,
+            opts=child,
+        )
         key_name: pulumi.Input[str] | None = settings.key_name
         if settings.ssh_public_key is not None:
             key_name = aws.ec2.KeyPair(f"{name}-key", public_key=settings.ssh_public_key, opts=child).key_name
@@ -126,6 +143,9 @@ class TrainingStack(pulumi.ComponentResource):
         self.bucket_name = results.bucket_name
         self.topic_arn = alerts.topic_arn
         self.dashboard_url = dashboard.url
+        self.detection_budget_seconds = detection_budget(settings.detection)
+        gpus = sum(int(gpu.count) for gpu in instance_type.gpuses or [])
+        self.monitoring_cost_usd_month = monitoring_cost_usd_month(settings.instance_count, gpus, settings.detection)
         self.register_outputs(
             {
                 "instance_ids": self.instance_ids,
@@ -148,6 +168,8 @@ class TrainingStack(pulumi.ComponentResource):
             "bucket_name": self.bucket_name,
             "topic_arn": self.topic_arn,
             "dashboard_url": self.dashboard_url,
+            "detection_budget_seconds": self.detection_budget_seconds,
+            "monitoring_cost_usd_month": self.monitoring_cost_usd_month,
         }
 
     @staticmethod

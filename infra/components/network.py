@@ -1,4 +1,8 @@
-"""SshAccess: the instances' security group, admitting SSH from the configured address blocks only."""
+"""SshAccess: the instances' security group, admitting SSH from the configured address blocks only.
+
+Rules are separate resources (never inline), so the SSH canary can add its own
+rule to this group without the two fighting over it.
+"""
 
 from __future__ import annotations
 
@@ -15,33 +19,32 @@ class SshAccess(pulumi.ComponentResource):
         self, name: str, *, vpc_id: str, allowed_cidrs: tuple[str, ...], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("trainguard:network:SshAccess", name, None, opts)
-        ipv4 = [cidr for cidr in allowed_cidrs if ipaddress.ip_network(cidr).version == 4]
-        ipv6 = [cidr for cidr in allowed_cidrs if ipaddress.ip_network(cidr).version == 6]
+        child = pulumi.ResourceOptions(parent=self)
         group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
-            description="trainguard: SSH from the allowed address blocks only",
-            vpc_id=vpc_id,
-            ingress=[
-                {
-                    "description": "SSH",
-                    "protocol": "tcp",
-                    "from_port": 22,
-                    "to_port": 22,
-                    "cidr_blocks": ipv4,
-                    "ipv6_cidr_blocks": ipv6,
-                }
-            ],
-            egress=[
-                {
-                    "description": "updates, S3, CloudWatch, SSM",
-                    "protocol": "-1",
-                    "from_port": 0,
-                    "to_port": 0,
-                    "cidr_blocks": ["0.0.0.0/0"],
-                    "ipv6_cidr_blocks": ["::/0"],
-                }
-            ],
-            opts=pulumi.ResourceOptions(parent=self),
+            f"{name}-sg", description="trainguard: SSH from the allowed address blocks only", vpc_id=vpc_id, opts=child
         )
+        for index, cidr in enumerate(allowed_cidrs):
+            version = ipaddress.ip_network(cidr).version
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-ssh-{index}",
+                security_group_id=group.id,
+                description="SSH",
+                ip_protocol="tcp",
+                from_port=22,
+                to_port=22,
+                cidr_ipv4=cidr if version == 4 else None,
+                cidr_ipv6=cidr if version == 6 else None,
+                opts=child,
+            )
+        for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0")):
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-egress-{family}",
+                security_group_id=group.id,
+                description="updates, S3, CloudWatch, SSM",
+                ip_protocol="-1",
+                cidr_ipv4=cidr if family == "ipv4" else None,
+                cidr_ipv6=cidr if family == "ipv6" else None,
+                opts=child,
+            )
         self.security_group_id = group.id
         self.register_outputs({"security_group_id": group.id})

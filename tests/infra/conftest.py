@@ -74,6 +74,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "autoRecoverySupported": self.auto_recovery,
                 "supportedArchitectures": list(self.architectures),
                 "instanceStorageSupported": not self.auto_recovery,
+                "gpuses": [{"count": 1, "manufacturer": "NVIDIA", "name": "A10G", "memorySize": 24576}],
             },
             "aws:ec2/getAmi:getAmi": {"id": DLAMI_ID, "imageId": DLAMI_ID},
             "aws:ec2/getVpc:getVpc": {"id": "vpc-0000000000000def0"},

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from infra.lambda_package import AUTO_REBOOT_HANDLER, package_files
 
-FUNCTION = "aws:lambda/function:Function"
-RULE = "aws:cloudwatch/eventRule:EventRule"
+AUTO_REBOOT = "trainguard-auto-reboot-function"
+STOPPED_RULE = "trainguard-auto-reboot-stopped"
 MAX_ZIP_BYTES = 100 * 1024
 # What the Lambda Python runtime brings: boto3 and what it needs.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
@@ -19,7 +19,7 @@ RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "
 
 def test_function_runs_python_312_on_arm64_for_60_seconds_with_its_own_logs(deploy) -> None:
     deployment = deploy()
-    function = deployment.one(FUNCTION).inputs
+    function = deployment.named(AUTO_REBOOT).inputs
     logs = deployment.named("trainguard-auto-reboot-logs")
 
     assert (function["runtime"], function["architectures"], function["timeout"]) == ("python3.12", ["arm64"], 60)
@@ -34,7 +34,7 @@ def test_function_runs_python_312_on_arm64_for_60_seconds_with_its_own_logs(depl
 
 
 def test_function_stays_inside_lambda_limits(deploy) -> None:
-    function = deploy().one(FUNCTION).inputs
+    function = deploy().named(AUTO_REBOOT).inputs
 
     assert 1 <= function["timeout"] <= 900
     assert 128 <= function["memorySize"] <= 10240
@@ -43,7 +43,7 @@ def test_function_stays_inside_lambda_limits(deploy) -> None:
 
 def test_retries_are_explicit_and_failures_go_to_the_topic(deploy) -> None:
     deployment = deploy()
-    config = deployment.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs
+    config = deployment.named("trainguard-auto-reboot-invoke-config").inputs
 
     assert config["maximumRetryAttempts"] == 2
     assert config["destinationConfig"]["onFailure"]["destination"] == deployment.outputs["topic_arn"]
@@ -70,9 +70,9 @@ def test_role_reboots_stops_and_starts_only_managed_instances(deploy) -> None:
     assert statements["UseTheTopicKey"]["Resource"].startswith("arn:aws:kms:")
 
 
-def test_instance_status_alarm_invokes_the_function_with_a_permission_scoped_to_it(deploy, make_settings) -> None:
+def test_freeze_alarms_invoke_the_function_each_with_a_permission_scoped_to_it(deploy, make_settings) -> None:
     deployment = deploy(make_settings(instance_count=2))
-    function = deployment.one(FUNCTION)
+    function = deployment.named(AUTO_REBOOT)
     function_arn = f"arn:aws:lambda:eu-west-1:123456789012:{function.id}"
     alarms = {a.name: a for a in deployment.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     permissions = [
@@ -82,7 +82,11 @@ def test_instance_status_alarm_invokes_the_function_with_a_permission_scoped_to_
     ]
 
     invoking = sorted(name for name, alarm in alarms.items() if function_arn in alarm.inputs["alarmActions"])
-    assert invoking == ["trainguard-node-0-alarms-instance-status", "trainguard-node-1-alarms-instance-status"]
+    assert invoking == [
+        f"trainguard-node-{node}-alarms-{key}"
+        for node in (0, 1)
+        for key in ("agent-heartbeat", "instance-status", "ssh-unresponsive")
+    ]
     assert sorted(p["sourceArn"] for p in permissions) == sorted(
         f"arn:aws:cloudwatch:eu-west-1:123456789012:{name}-id" for name in invoking
     )
@@ -91,17 +95,13 @@ def test_instance_status_alarm_invokes_the_function_with_a_permission_scoped_to_
 
 def test_stopped_instances_reach_the_function_through_eventbridge(deploy) -> None:
     deployment = deploy()
-    rule = deployment.one(RULE).inputs
-    target = deployment.one("aws:cloudwatch/eventTarget:EventTarget").inputs
-    (permission,) = [
-        p.inputs
-        for p in deployment.of_type("aws:lambda/permission:Permission")
-        if p.inputs["principal"] == "events.amazonaws.com"
-    ]
+    rule = deployment.named(STOPPED_RULE).inputs
+    target = deployment.named("trainguard-auto-reboot-stopped-target").inputs
+    permission = deployment.named("trainguard-auto-reboot-stopped-permission").inputs
 
     assert json.loads(rule["eventPattern"])["detail"] == {"state": ["stopped"]}
     assert target["arn"].startswith("arn:aws:lambda:")
-    assert permission["sourceArn"] == f"arn:aws:cloudwatch:eu-west-1:123456789012:{deployment.one(RULE).id}"
+    assert permission["sourceArn"] == f"arn:aws:cloudwatch:eu-west-1:123456789012:{deployment.named(STOPPED_RULE).id}"
 
 
 def _build_zip(tmp_path: Path) -> Path:
@@ -124,7 +124,7 @@ def _runtime_site(tmp_path: Path) -> Path:
     return site
 
 
-def test_handler_imports_from_the_zip_without_paramiko(tmp_path: Path) -> None:
+def test_handlers_import_from_the_zip_without_paramiko_or_tenacity(tmp_path: Path) -> None:
     archive = _build_zip(tmp_path)
     site = _runtime_site(tmp_path)
     probe = (
@@ -138,6 +138,9 @@ def test_handler_imports_from_the_zip_without_paramiko(tmp_path: Path) -> None:
         "except ImportError:\n"
         "    print('paramiko absent')\n"
         "print(module.handler({}, None, remediator=object())['ignored'])\n"
+        "import healthcheck.lambdas.ssh_canary as canary\n"
+        "assert 'paramiko' not in sys.modules and 'tenacity' not in sys.modules\n"
+        "print(canary.handler.__name__)\n"
     )
 
     # -I -S: no environment, no site-packages; only the zip and the runtime's boto3 are importable.
@@ -155,7 +158,7 @@ def test_handler_imports_from_the_zip_without_paramiko(tmp_path: Path) -> None:
         check=False,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert rerun.stdout.splitlines() == ["paramiko absent", "['unknown event with keys []']"]
+    assert rerun.stdout.splitlines() == ["paramiko absent", "['unknown event with keys []']", "handler"]
 
 
 def test_the_zip_is_small(tmp_path: Path) -> None:

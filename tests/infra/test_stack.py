@@ -68,13 +68,19 @@ def test_data_volume_is_encrypted_gp3_kept_and_tagged_for_snapshots(deploy) -> N
     assert "ebsBlockDevices" not in deployment.one(INSTANCE).inputs
 
 
-def test_ssh_is_open_only_to_the_allowed_cidrs(deploy) -> None:
-    group = deploy().one("aws:ec2/securityGroup:SecurityGroup").inputs
+def test_ssh_is_open_only_to_the_allowed_cidrs_and_the_canary(deploy) -> None:
+    deployment = deploy()
+    group = deployment.named("trainguard-ssh-sg")
 
-    (ingress,) = group["ingress"]
-    assert (ingress["protocol"], ingress["fromPort"], ingress["toPort"]) == ("tcp", 22, 22)
-    assert ingress["cidrBlocks"] == ["203.0.113.0/24"]
-    assert ingress["ipv6CidrBlocks"] == ["2001:db8::/48"]
+    rules = [
+        r.inputs
+        for r in deployment.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs["securityGroupId"] == group.id
+    ]
+    assert "ingress" not in group.inputs  # no inline rules to fight the separate ones
+    assert all((r["ipProtocol"], r["fromPort"], r["toPort"]) == ("tcp", 22, 22) for r in rules)
+    sources = sorted(r.get("cidrIpv4") or r.get("cidrIpv6") or r["referencedSecurityGroupId"] for r in rules)
+    assert sources == ["2001:db8::/48", "203.0.113.0/24", deployment.named("trainguard-canary-sg").id]
 
 
 def test_instance_profile_has_exactly_the_agent_ssm_and_its_own_results_prefix(deploy) -> None:
@@ -138,7 +144,9 @@ def test_alert_topic_is_encrypted_with_one_email_subscription_per_address(deploy
 
 
 def _alarms(deployment) -> dict[str, dict]:
-    return {alarm.name.removeprefix("trainguard-node-0-alarms-"): alarm.inputs for alarm in deployment.of_type(ALARM)}
+    """The first instance's alarms, by key."""
+    prefix = "trainguard-node-0-alarms-"
+    return {a.name.removeprefix(prefix): a.inputs for a in deployment.of_type(ALARM) if a.name.startswith(prefix)}
 
 
 def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_ok(deploy) -> None:
@@ -147,7 +155,16 @@ def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_
     topic = deployment.outputs["topic_arn"]
     alarms = _alarms(deployment)
 
-    assert set(alarms) == {"cpu", "memory", "disk-root", "disk-data", "system-status", "instance-status"}
+    assert set(alarms) == {
+        "cpu",
+        "memory",
+        "disk-root",
+        "disk-data",
+        "system-status",
+        "instance-status",
+        "ssh-unresponsive",
+        "agent-heartbeat",
+    }
     for key, alarm in alarms.items():
         assert alarm["name"] == f"trainguard-{instance_id}-{key}"
         assert alarm["dimensions"]["InstanceId"] == instance_id
@@ -173,7 +190,7 @@ def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_
         60,
         3,
     )
-    function = deployment.one("aws:lambda/function:Function")
+    function = deployment.named("trainguard-auto-reboot-function")
     assert status["alarmActions"] == [topic, f"arn:aws:lambda:eu-west-1:123456789012:{function.id}"]
 
 
@@ -211,7 +228,7 @@ def test_a_fleet_repeats_every_per_instance_resource(deploy, make_settings) -> N
     assert len(deployment.of_type(VOLUME)) == 3
     assert len(deployment.of_type("aws:ec2/volumeAttachment:VolumeAttachment")) == 3
     assert len(deployment.of_type("aws:iam/instanceProfile:InstanceProfile")) == 3
-    assert len(deployment.of_type(ALARM)) == 3 * 6
+    assert len(deployment.of_type(ALARM)) == 3 * 8 + 1  # and the canary's own
     assert len(set(deployment.outputs["instance_ids"])) == 3
     assert len(deployment.of_type("aws:sns/topic:Topic")) == 1
     assert len(deployment.of_type("aws:dlm/lifecyclePolicy:LifecyclePolicy")) == 1
@@ -251,6 +268,8 @@ def test_exports_give_a_person_everything_to_reach_each_instance(deploy, make_se
         "bucket_name",
         "topic_arn",
         "dashboard_url",
+        "detection_budget_seconds",
+        "monitoring_cost_usd_month",
     }
     first, second = outputs["instance_ids"]
     assert outputs["probe_commands"] == [
