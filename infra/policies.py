@@ -213,12 +213,7 @@ def auto_reboot(
             "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
             "Resource": key_arn,
         },
-        {
-            "Sid": "WriteOwnLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": f"{log_group_arn}:*",
-        },
+        _own_logs(log_group_arn),
     )
 
 
@@ -250,10 +245,15 @@ def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: s
             ],
             "Resource": f"arn:{partition}:ec2:{region}:{account_id}:*/*",
         },
-        {
-            "Sid": "WriteOwnLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": f"{log_group_arn}:*",
-        },
+        _own_logs(log_group_arn),
     )
+
+
+def _own_logs(log_group_arn: str) -> dict[str, Any]:
+    """A function writes its own log group, and no other."""
+    return {
+        "Sid": "WriteOwnLogs",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": f"{log_group_arn}:*",
+    }

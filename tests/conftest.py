@@ -41,6 +41,18 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+AWS_REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Fake credentials and a region, for boto3 under moto; returns the region."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
+    return AWS_REGION
+
+
 @dataclass
 class Server:
     """A running throwaway sshd with an authorized client key and a known_hosts path for the probe."""

@@ -12,8 +12,9 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from infra.lambda_package import ARCHITECTURE, AUTO_REBOOT_HANDLER, RUNTIME, package_files
-from infra.policies import MANAGED_TAG_KEY, assume_role, auto_reboot
+from infra.components.packaged_function import PackagedFunction
+from infra.lambda_package import AUTO_REBOOT_HANDLER
+from infra.policies import MANAGED_TAG_KEY, auto_reboot
 
 TIMEOUT_S = 60
 MEMORY_MB = 256
@@ -41,17 +42,14 @@ class AutoReboot(pulumi.ComponentResource):
         super().__init__("trainguard:remediation:AutoReboot", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        logs = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=LOG_RETENTION_DAYS, opts=child)
-        role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=json.dumps(assume_role("lambda.amazonaws.com")),
-            description="trainguard auto-reboot: recover managed instances, keep evidence, tell a person",
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-role-policy",
-            role=role.id,
-            policy=pulumi.Output.all(bucket_arn, topic_arn, topic_key_arn, logs.arn).apply(
+        function = PackagedFunction(
+            name,
+            handler=AUTO_REBOOT_HANDLER,
+            description="trainguard: snapshot, keep the console, reboot once, never loop, email a person",
+            timeout_s=TIMEOUT_S,
+            memory_mb=MEMORY_MB,
+            log_retention_days=LOG_RETENTION_DAYS,
+            policy=lambda log_group_arn: pulumi.Output.all(bucket_arn, topic_arn, topic_key_arn, log_group_arn).apply(
                 lambda arns: json.dumps(
                     auto_reboot(
                         partition=partition,
@@ -64,31 +62,16 @@ class AutoReboot(pulumi.ComponentResource):
                     )
                 )
             ),
-            opts=child,
-        )
-        function = aws.lambda_.Function(
-            f"{name}-function",
-            description="trainguard: snapshot, keep the console, reboot once, never loop, email a person",
-            runtime=RUNTIME,
-            architectures=[ARCHITECTURE],
-            handler=AUTO_REBOOT_HANDLER,
-            timeout=TIMEOUT_S,
-            memory_size=MEMORY_MB,
-            role=role.arn,
-            code=pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in package_files().items()}),
             environment={
-                "variables": {
-                    "TRAINGUARD_TOPIC_ARN": topic_arn,
-                    "TRAINGUARD_BUCKET": bucket_name,
-                    "TRAINGUARD_MANAGED_TAG": f"{MANAGED_TAG_KEY}=true",
-                    "TRAINGUARD_MAX_REBOOTS": "3",
-                    "TRAINGUARD_REBOOT_WINDOW_HOURS": "6",
-                    "TRAINGUARD_BOOT_GRACE_SECONDS": "600",
-                }
+                "TRAINGUARD_TOPIC_ARN": topic_arn,
+                "TRAINGUARD_BUCKET": bucket_name,
+                "TRAINGUARD_MANAGED_TAG": f"{MANAGED_TAG_KEY}=true",
+                "TRAINGUARD_MAX_REBOOTS": "3",
+                "TRAINGUARD_REBOOT_WINDOW_HOURS": "6",
+                "TRAINGUARD_BOOT_GRACE_SECONDS": "600",
             },
-            logging_config={"log_format": "Text", "log_group": logs.name},
             opts=child,
-        )
+        ).function
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-invoke-config",
             function_name=function.name,
@@ -121,4 +104,4 @@ class AutoReboot(pulumi.ComponentResource):
         )
 
         self.function_arn = function.arn
-        self.register_outputs({"function_arn": function.arn, "log_group": logs.name})
+        self.register_outputs({"function_arn": function.arn})

@@ -14,9 +14,9 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.packaged_function import PackagedFunction
 from infra.detection import Detection
-from infra.lambda_package import ARCHITECTURE, RUNTIME, package_files
-from infra.policies import MANAGED_TAG_KEY, assume_role, ssh_canary
+from infra.policies import MANAGED_TAG_KEY, ssh_canary
 
 HANDLER = "healthcheck.lambdas.ssh_canary.handler"
 TIMEOUT_S = 60
@@ -92,40 +92,25 @@ class SshCanary(pulumi.ComponentResource):
                 opts=child,
             )
 
-        logs = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=LOG_RETENTION_DAYS, opts=child)
-        role = aws.iam.Role(
-            f"{name}-role", assume_role_policy=json.dumps(assume_role("lambda.amazonaws.com")), opts=child
-        )
-        aws.iam.RolePolicy(
-            f"{name}-role-policy",
-            role=role.id,
-            policy=logs.arn.apply(
+        function = PackagedFunction(
+            name,
+            handler=HANDLER,
+            description="trainguard: sample every managed instance's SSH banner and publish it",
+            timeout_s=TIMEOUT_S,
+            memory_mb=MEMORY_MB,
+            log_retention_days=LOG_RETENTION_DAYS,
+            policy=lambda log_group_arn: log_group_arn.apply(
                 lambda arn: json.dumps(
                     ssh_canary(partition=partition, region=region, account_id=account_id, log_group_arn=arn)
                 )
             ),
-            opts=child,
-        )
-        function = aws.lambda_.Function(
-            f"{name}-function",
-            description="trainguard: sample every managed instance's SSH banner and publish it",
-            runtime=RUNTIME,
-            architectures=[ARCHITECTURE],
-            handler=HANDLER,
-            timeout=TIMEOUT_S,
-            memory_size=MEMORY_MB,
-            role=role.arn,
-            code=pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in package_files().items()}),
             environment={
-                "variables": {
-                    "TRAINGUARD_CANARY_INTERVAL_SECONDS": str(detection.canary_interval_s),
-                    "TRAINGUARD_MANAGED_TAG": f"{MANAGED_TAG_KEY}=true",
-                }
+                "TRAINGUARD_CANARY_INTERVAL_SECONDS": str(detection.canary_interval_s),
+                "TRAINGUARD_MANAGED_TAG": f"{MANAGED_TAG_KEY}=true",
             },
-            vpc_config={"subnet_ids": [subnet_id], "security_group_ids": [canary_group.id]},
-            logging_config={"log_format": "Text", "log_group": logs.name},
+            vpc=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=[subnet_id], security_group_ids=[canary_group.id]),
             opts=child,
-        )
+        ).function
         # One invocation a minute, no retries: the next minute's run is the retry.
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-invoke-config", function_name=function.name, maximum_retry_attempts=0, opts=child

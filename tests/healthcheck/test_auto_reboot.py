@@ -65,10 +65,7 @@ class World:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+def world(aws_credentials: str) -> Iterator[World]:
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION)
         s3 = boto3.client("s3", region_name=REGION)

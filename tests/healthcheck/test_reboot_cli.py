@@ -15,10 +15,7 @@ REGION = "eu-west-1"
 
 
 @pytest.fixture
-def ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+def ec2(aws_credentials: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     # The instance was just launched; a manual reboot of it is not held back by the grace period here.
     monkeypatch.setenv("TRAINGUARD_BOOT_GRACE_SECONDS", "0")
     with mock_aws():

@@ -28,11 +28,8 @@ class LambdaContext:
 
 
 @pytest.fixture
-def cloudwatch(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+def cloudwatch(aws_credentials: str) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
     """moto CloudWatch, and every PutMetricData request as the client sent it."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
         client = boto3.client("cloudwatch", region_name=REGION)
         sent: list[dict[str, Any]] = []
