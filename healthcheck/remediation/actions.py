@@ -96,6 +96,7 @@ class Remediator:
             launch_time=instance["LaunchTime"],
             tags={tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])},
             has_instance_store=bool(types and types[0].get("InstanceStorageSupported")),
+            availability_zone=instance.get("Placement", {}).get("AvailabilityZone"),
         )
 
     def handle_alarm(self, event: AlarmEvent, *, force: bool = False, dry_run: bool = False) -> Outcome:
@@ -143,10 +144,14 @@ class Remediator:
 
     def _remediate(self, outcome: Outcome, facts: InstanceFacts) -> Outcome:
         steps: list[Step] = []
-        snapshot_ids, zone = self._snapshot(outcome, steps)
+        snapshot_ids = self._snapshot(outcome, steps)
         postmortem, console = self._keep_console(outcome, steps)
         outcome = replace(
-            outcome, snapshot_ids=snapshot_ids, postmortem=postmortem, console_tail=console, availability_zone=zone
+            outcome,
+            snapshot_ids=snapshot_ids,
+            postmortem=postmortem,
+            console_tail=console,
+            availability_zone=facts.availability_zone,
         )
         self._run(steps, *self._recovery_call(outcome))
         return self._finish(outcome, steps, outcome.decision.action or Action.REBOOT)
@@ -180,8 +185,8 @@ class Remediator:
             self._skip(steps, "email", "no topic configured (TRAINGUARD_TOPIC_ARN, --topic-arn)")
         return replace(outcome, steps=tuple(steps))
 
-    def _snapshot(self, outcome: Outcome, steps: list[Step]) -> tuple[tuple[str, ...], str | None]:
-        found: dict[str, Any] = {}
+    def _snapshot(self, outcome: Outcome, steps: list[Step]) -> tuple[str, ...]:
+        found: dict[str, tuple[str, ...]] = {}
 
         def create() -> str:
             response = self.clients.ec2.create_snapshots(
@@ -200,12 +205,10 @@ class Remediator:
                 ],
             )
             found["ids"] = tuple(snapshot["SnapshotId"] for snapshot in response["Snapshots"])
-            reservation = self.clients.ec2.describe_instances(InstanceIds=[outcome.instance_id])["Reservations"][0]
-            found["zone"] = reservation["Instances"][0].get("Placement", {}).get("AvailabilityZone")
             return f"{len(found['ids'])} snapshot(s): {', '.join(found['ids'])}"
 
         self._run(steps, "snapshot", create, failure_note="recovering anyway, without a snapshot")
-        return found.get("ids", ()), found.get("zone")
+        return found.get("ids", ())
 
     def _keep_console(self, outcome: Outcome, steps: list[Step]) -> tuple[str | None, tuple[str, ...]]:
         console: dict[str, Any] = {}

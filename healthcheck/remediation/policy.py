@@ -111,6 +111,7 @@ class InstanceFacts:
     launch_time: datetime
     tags: dict[str, str] = field(default_factory=dict)
     has_instance_store: bool = False
+    availability_zone: str | None = None
 
     @property
     def history(self) -> tuple[Entry, ...]:

@@ -190,6 +190,7 @@ def test_the_email_says_what_fired_what_was_done_and_what_next(world: World) -> 
     assert f"python -m healthcheck probe {world.instance_id}" in text
     assert f"Post-mortem files: s3://results/postmortem/{world.instance_id}/" in text
     assert "aws ec2 create-volume --snapshot-id snap-" in text
+    assert f"--availability-zone {REGION}" in text  # the instance's own zone, so the volume can attach
 
 
 def test_duplicate_delivery_reboots_exactly_once(world: World) -> None:
