@@ -14,7 +14,7 @@ DEMO_TIMEOUT = 5
 
 
 def run_demo(out: TextIO) -> int:
-    """Probe a real sshd healthy, freeze it with SIGSTOP, probe again; 0 if the probe told them apart."""
+    """Probe a real sshd, freeze it with SIGSTOP, probe again; 0 if the probe told live from frozen."""
     with ThrowawaySshd(ports=1) as sshd:
         key = sshd.add_client_key("id_demo")
         target = f"{sshd.user}@127.0.0.1:{sshd.ports[0]}"
@@ -46,7 +46,9 @@ def run_demo(out: TextIO) -> int:
         print(report([frozen]), file=out)
         print("\n" + _difference(healthy, frozen), file=out)
     print("\nThe throwaway sshd, its keys and its sessions are gone.", file=out)
-    return 0 if (healthy.verdict, frozen.verdict) == (Verdict.HEALTHY, Verdict.HUNG) else 1
+    # DEGRADED still means sshd answered and a login worked; it happens when this machine itself is busy.
+    answered = healthy.verdict in (Verdict.HEALTHY, Verdict.DEGRADED)
+    return 0 if answered and frozen.verdict is Verdict.HUNG else 1
 
 
 def _difference(before: Result, after: Result) -> str:
