@@ -29,7 +29,12 @@ class Deadline:
         return self.remaining() <= 0.0
 
     def stage(self, share: float) -> Deadline:
-        """A sub-deadline of `share` x the overall budget from now, never past this one."""
+        """A sub-deadline of `share` x the overall budget from now, never past this one.
+
+        Its `budget` is the time it really has, so a stage that reports how
+        long it waited never claims the share it was cut short of.
+        """
         child = Deadline(share * self.budget, self._clock)
         child.expires_at = min(child.expires_at, self.expires_at)
+        child.budget = max(0.0, child.expires_at - self._clock())
         return child

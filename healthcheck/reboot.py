@@ -15,13 +15,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from healthcheck.ec2 import INSTANCE_ID
 from healthcheck.errors import UsageError
 from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
 from healthcheck.remediation.events import AlarmEvent
 from healthcheck.remediation.policy import RemediationConfigError, RemediationSettings, Verdict
 from healthcheck.remediation.report import Outcome, Step
 from healthcheck.status import Status
-from healthcheck.targets import INSTANCE_ID
 
 RECOVERY_STEPS = ("reboot", "stop")
 

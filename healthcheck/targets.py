@@ -8,16 +8,15 @@ instances, the Deep Learning AMI's user; port 22).
 from __future__ import annotations
 
 import getpass
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
+from healthcheck.ec2 import INSTANCE_ID
 from healthcheck.errors import UsageError
 
-INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 EC2_DEFAULT_USER = "ubuntu"
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
 

@@ -162,11 +162,10 @@ class Canary:
 
 def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str, Any]:
     """Sample every managed instance (or the event's targets) and publish; raises only if it cannot publish."""
-    settings = _settings(os.environ)
     if canary is None:
         import boto3
 
-        canary = Canary(boto3.client("cloudwatch"), boto3.client("ec2"), **settings)
+        canary = Canary(boto3.client("cloudwatch"), boto3.client("ec2"), **_settings(os.environ))
     event = event if isinstance(event, dict) else {}
     if "targets" in event:
         targets = [Target(t["instance_id"], t["address"], int(t.get("port", canary.port))) for t in event["targets"]]

@@ -29,7 +29,6 @@ from healthcheck.remediation.policy import (
     RemediationSettings,
     Verdict,
     decide,
-    decode_history,
     encode_history,
     fingerprint,
 )
@@ -119,7 +118,7 @@ class Remediator:
                 outcome, decision=Decision(Verdict.SKIP_DUPLICATE, "another delivery is handling this event")
             )
         if decision.verdict is Verdict.GIVE_UP:
-            return self._finish(outcome, [], Action.GAVE_UP)
+            return self._finish(outcome, facts, [], Action.GAVE_UP)
         return self._remediate(outcome, facts)
 
     def handle_stopped(self, instance_id: str) -> Step | None:
@@ -154,7 +153,7 @@ class Remediator:
             availability_zone=facts.availability_zone,
         )
         self._run(steps, *self._recovery_call(outcome))
-        return self._finish(outcome, steps, outcome.decision.action or Action.REBOOT)
+        return self._finish(outcome, facts, steps, outcome.decision.action or Action.REBOOT)
 
     def _recovery_call(self, outcome: Outcome) -> tuple[str, Callable[[], str]]:
         iid = outcome.instance_id
@@ -174,10 +173,9 @@ class Remediator:
 
         return "reboot", reboot
 
-    def _finish(self, outcome: Outcome, steps: list[Step], action: Action) -> Outcome:
-        history = decode_history(self.facts(outcome.instance_id).tags.get(HISTORY_TAG))
+    def _finish(self, outcome: Outcome, facts: InstanceFacts, steps: list[Step], action: Action) -> Outcome:
         entry = Entry(self.clock(), action, outcome.fingerprint)
-        self._run(steps, "record", lambda: self._record(outcome.instance_id, (*history, entry)))
+        self._run(steps, "record", lambda: self._record(outcome.instance_id, (*facts.history, entry)))
         outcome = replace(outcome, steps=tuple(steps))
         if self.settings.topic_arn:
             self._run(steps, "email", lambda: self._publish(outcome))

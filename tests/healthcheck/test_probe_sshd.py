@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from healthcheck.sandbox import free_ports
+from healthcheck.sandbox import free_ports, generate_key
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 3.0
@@ -71,10 +71,7 @@ def test_closed_port_is_refused(run_cli, tmp_path: Path) -> None:
 
 
 def test_wrong_key_is_auth_failed(server, run_cli, tmp_path: Path) -> None:
-    stranger = server.sshd.add_client_key("id_stranger")
-    # Remove the stranger's line again: only its private key is left, authorized nowhere.
-    lines = server.sshd.authorized_keys.read_text().splitlines()
-    server.sshd.authorized_keys.write_text(lines[0] + "\n")
+    stranger = generate_key(tmp_path / "id_stranger")  # a real key, authorized nowhere
 
     run = run_cli("probe", "--json", "-i", str(stranger), "--known-hosts", str(server.known_hosts), server.target)
 
