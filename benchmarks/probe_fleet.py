@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from healthcheck.sandbox import MAX_PORTS, ThrowawaySshd, generate_key
+from healthcheck.probe.sandbox import MAX_PORTS, ThrowawaySshd, generate_key
 
 TARGETS_PER_KIND = 50
 TIMEOUT = 5

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from healthcheck.sandbox import ThrowawaySshd
+from healthcheck.probe.sandbox import ThrowawaySshd
 
 RUNS = 15
 BUDGET_S = 0.6
@@ -34,7 +34,7 @@ def main() -> int:
             walls.append(time.monotonic() - started)
         result = json.loads(completed.stdout)["results"][0]
         imports = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import healthcheck.cli, healthcheck.session"],
+            [sys.executable, "-X", "importtime", "-c", "import healthcheck.cli, healthcheck.probe.session"],
             capture_output=True,
             text=True,
             check=True,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from healthcheck.cli import main
-from healthcheck.sandbox import ThrowawaySshd
+from healthcheck.probe.sandbox import ThrowawaySshd
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from healthcheck.deadline import Deadline
+from healthcheck.probe.deadline import Deadline
+from healthcheck.probe.stages import StageFailed, connect, exchange_identification, resolve
 from healthcheck.remediation.policy import managed_tag
-from healthcheck.stages import StageFailed, connect, exchange_identification, resolve
 
 NAMESPACE = "Trainguard"
 DEFAULT_INTERVAL_S = 10
@@ -110,7 +110,7 @@ class Canary:
         managed_tag: tuple[str, str] = ("trainguard:managed", "true"),
         port: int = 22,
         monotonic: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cloudwatch = cloudwatch

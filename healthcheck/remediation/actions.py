@@ -16,7 +16,7 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from healthcheck.remediation.events import AlarmEvent
@@ -74,7 +74,7 @@ class InstanceNotFound(LookupError):
 class Remediator:
     settings: RemediationSettings
     clients: Clients
-    clock: Clock = field(default=lambda: datetime.now(UTC))
+    clock: Clock = field(default=lambda: datetime.now(timezone.utc))
     on_step: Callable[[Step], None] = lambda step: None
 
     def facts(self, instance_id: str) -> InstanceFacts:
@@ -295,7 +295,7 @@ class Remediator:
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _decision_json(outcome: Outcome) -> str:

@@ -11,7 +11,7 @@ import enum
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 HISTORY_TAG = "trainguard:remediations"
 MAX_HISTORY = 10  # ten entries of ~22 characters fit EC2's 256-character tag values
@@ -87,7 +87,7 @@ def decode_history(tag_value: str | None) -> tuple[Entry, ...]:
         epoch, _, rest = token.partition(":")
         action, _, fingerprint = rest.partition(":")
         try:
-            entries.append(Entry(datetime.fromtimestamp(int(epoch), UTC), Action(action), fingerprint))
+            entries.append(Entry(datetime.fromtimestamp(int(epoch), timezone.utc), Action(action), fingerprint))
         except ValueError:
             continue
     return tuple(entries)

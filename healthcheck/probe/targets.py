@@ -10,12 +10,13 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import paramiko
-
-from healthcheck.ec2 import INSTANCE_ID
 from healthcheck.errors import UsageError
+from healthcheck.probe.ec2 import INSTANCE_ID
+
+if TYPE_CHECKING:
+    import paramiko
 
 EC2_DEFAULT_USER = "ubuntu"
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
@@ -56,6 +57,8 @@ def parse_port(text: str, where: str) -> int:
 
 def load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
     """The user's ssh_config; a file named explicitly must exist, the default may not."""
+    import paramiko
+
     chosen = Path(path or DEFAULT_SSH_CONFIG).expanduser()
     if not chosen.exists():
         if path is not None:
@@ -110,6 +113,8 @@ def _split_spec(spec: str) -> tuple[str | None, str, int | None]:
 def _lookup(ssh_config: paramiko.SSHConfig | None, host: str) -> dict[str, Any]:
     if ssh_config is None:
         return {}
+    import paramiko
+
     try:
         return dict(ssh_config.lookup(host))
     except paramiko.SSHException as error:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from healthcheck.errors import UsageError
-from healthcheck.targets import TargetDefaults, load_ssh_config, parse_target
+from healthcheck.probe.targets import TargetDefaults, load_ssh_config, parse_target
 
 NO_DEFAULTS = TargetDefaults()
 

@@ -29,18 +29,24 @@ from typing import TYPE_CHECKING, TypeVar
 
 import tenacity
 
-from healthcheck.deadline import Clock, Deadline
-from healthcheck.ec2 import Lookup
-from healthcheck.stages import Identification, StageFailed, TransientFailure, connect, exchange_identification, resolve
-from healthcheck.status import Verdict
-from healthcheck.targets import Target
-from healthcheck.verdict import Result, Stage, conclude
-from healthcheck.vitals import Thresholds, Vitals, parse_vitals, vitals_script
+from healthcheck.probe.deadline import Clock, Deadline
+from healthcheck.probe.ec2 import Lookup
+from healthcheck.probe.stages import (
+    Identification,
+    StageFailed,
+    TransientFailure,
+    connect,
+    exchange_identification,
+    resolve,
+)
+from healthcheck.probe.targets import Target
+from healthcheck.probe.verdict import Result, Stage, Verdict, conclude
+from healthcheck.probe.vitals import Thresholds, Vitals, parse_vitals, vitals_script
 
 if TYPE_CHECKING:
     import paramiko
 
-    from healthcheck.credentials import KnownHosts
+    from healthcheck.probe.credentials import KnownHosts
 
 STAGE_SHARES = {"resolve": 0.25, "tcp": 0.5, "banner": 0.6, "auth": 0.8, "exec": 1.0}
 # What a stage that runs out of time, or dies once the watchdog has fired, means.
@@ -244,7 +250,7 @@ def _login_and_exec(
     sock: socket.socket,
     identification: Identification,
 ) -> Vitals:
-    from healthcheck.session import authenticate, run_script
+    from healthcheck.probe.session import authenticate, run_script
 
     known_hosts = settings.known_hosts
     assert known_hosts is not None, "login needs known_hosts"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from healthcheck.status import Verdict
-from healthcheck.verdict import Stage, conclude
-from healthcheck.vitals import Thresholds, breaches, parse_vitals, vitals_script
+from healthcheck.probe.verdict import Stage, Verdict, conclude
+from healthcheck.probe.vitals import Thresholds, breaches, parse_vitals, vitals_script
 
 OUTPUT = """\
 @loadavg

@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass
 
 from healthcheck import __version__
-from healthcheck.deadline import Deadline
-from healthcheck.status import Verdict
+from healthcheck.probe.deadline import Deadline
+from healthcheck.probe.verdict import Verdict
 
 # Sent first, as OpenSSH does: a server that waits for the client to speak
 # (an HTTP server, say) then answers and shows what it is.

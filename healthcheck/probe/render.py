@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+from healthcheck.probe.verdict import Result
 from healthcheck.status import Status, worst
-from healthcheck.verdict import Result
 
 
 def overall_status(results: Sequence[Result]) -> Status:

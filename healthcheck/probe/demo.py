@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from healthcheck.cli import Plan, build_parser
-from healthcheck.render import report
-from healthcheck.sandbox import ThrowawaySshd
-from healthcheck.status import Verdict
-from healthcheck.verdict import Result
+from healthcheck.cli import build_parser
+from healthcheck.probe.command import Plan
+from healthcheck.probe.render import report
+from healthcheck.probe.sandbox import ThrowawaySshd
+from healthcheck.probe.verdict import Result, Verdict
 
 DEMO_TIMEOUT = 5
 

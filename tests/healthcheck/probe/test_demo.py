@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from healthcheck.demo import run_demo
+from healthcheck.probe.demo import run_demo
 
 
 def test_demo_tells_a_live_host_from_a_frozen_one_and_cleans_up() -> None:

@@ -15,10 +15,10 @@ import threading
 
 import paramiko
 
-from healthcheck.credentials import KnownHosts
-from healthcheck.deadline import Deadline
-from healthcheck.stages import CLIENT_ID, Identification, StageFailed
-from healthcheck.status import Verdict
+from healthcheck.probe.credentials import KnownHosts
+from healthcheck.probe.deadline import Deadline
+from healthcheck.probe.stages import CLIENT_ID, Identification, StageFailed
+from healthcheck.probe.verdict import Verdict
 
 
 class ReplaySocket:

@@ -12,11 +12,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from healthcheck.ec2 import INSTANCE_ID
 from healthcheck.errors import UsageError
+from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
 from healthcheck.remediation.events import AlarmEvent
 from healthcheck.remediation.policy import RemediationConfigError, RemediationSettings, Verdict
@@ -43,6 +43,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     reboot.add_argument("--region", help="AWS region (default: from the AWS config)")
     reboot.add_argument("--bucket", help="bucket for the post-mortem (default: $TRAINGUARD_BUCKET)")
     reboot.add_argument("--topic-arn", help="SNS topic for the email (default: $TRAINGUARD_TOPIC_ARN)")
+    reboot.set_defaults(run=run_reboot)
 
 
 def run_reboot(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin) -> int:
@@ -62,7 +63,7 @@ def run_reboot(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin)
         alarm_name=f"manual reboot by {getpass.getuser()}",
         state="ALARM",
         instance_id=args.instance_id,
-        changed_at=datetime.now(UTC).isoformat(),
+        changed_at=datetime.now(timezone.utc).isoformat(),
         reason=args.reason,
     )
     plan = _aws_errors_as_usage(lambda: remediator.handle_alarm(event, force=args.force, dry_run=True))

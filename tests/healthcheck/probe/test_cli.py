@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from healthcheck.status import Verdict
+from healthcheck.probe.verdict import Verdict
 
 RESULT_KEYS = {"target", "status", "verdict", "summary", "duration_s", "stages", "vitals", "ec2"}
 STAGE_KEYS = {"name", "ok", "seconds", "detail"}

@@ -15,9 +15,9 @@ from pathlib import Path
 import paramiko
 
 from healthcheck.errors import UsageError
-from healthcheck.stages import StageFailed
-from healthcheck.status import Verdict
-from healthcheck.targets import Target
+from healthcheck.probe.stages import StageFailed
+from healthcheck.probe.targets import Target
+from healthcheck.probe.verdict import Verdict
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 

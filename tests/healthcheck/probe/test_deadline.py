@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from healthcheck.deadline import Deadline
+from healthcheck.probe.deadline import Deadline
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from healthcheck.sandbox import free_ports, generate_key
+from healthcheck.probe.sandbox import free_ports, generate_key
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 3.0

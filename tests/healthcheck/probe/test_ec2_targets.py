@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from healthcheck.sandbox import free_ports
+from healthcheck.probe.sandbox import free_ports
 
 REGION = "eu-west-1"
 
