@@ -11,7 +11,7 @@ from pathlib import Path
 
 from healthcheck.probe.sandbox import free_ports, generate_key
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TIMEOUT = 3.0
 # Time the probe may take past --timeout: closing sockets and joining threads.
 SLACK = 0.5
