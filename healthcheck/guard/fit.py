@@ -1,0 +1,162 @@
+"""The launcher's and the slice's arithmetic (pure): slice size, how many workers fit, when to start the next.
+
+Every function returns the lines of arithmetic it used, so what the launcher
+prints is what it decided with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from healthcheck.guard.readings import GpuMemory, Pressure
+
+GIB = 1024**3
+PAGE = 4096  # memory limits are kept page-aligned, as the kernel rounds them
+MIB = 1024**2
+
+# The slice keeps max(1 GiB, 8 % of RAM) out of training's reach (issue 10; the VM drill in
+# /work/shared/notes/vm-freeze-facts.md: with RAM minus a reserve, sshd answered within 1.6 s).
+RESERVE_MIN_BYTES = 1 * GIB
+RESERVE_FRACTION = 0.08
+# MemoryHigh starts reclaim (throttling) inside the slice before MemoryMax kills: 2 % of RAM, at least 256 MiB below.
+HIGH_GAP_FRACTION = 0.02
+HIGH_GAP_MIN_BYTES = 256 * MIB
+# Before each start: pressure above these means the host is already stalling on memory, so wait.
+PSI_SOME_MAX = 10.0
+PSI_FULL_MAX = 1.0
+
+
+def human(size: float) -> str:
+    """Bytes as GiB (or MiB below 1 GiB), two decimals: what the arithmetic prints."""
+    return f"{size / GIB:.2f} GiB" if size >= GIB else f"{size / MIB:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class SliceLimits:
+    memory_max: int
+    memory_high: int
+    reserve: int
+
+    def lines(self, mem_total: int) -> list[str]:
+        return [
+            f"RAM {human(mem_total)}; reserve max(1 GiB, 8% of RAM) = {human(self.reserve)}",
+            f"MemoryMax = RAM - reserve = {human(self.memory_max)} ({self.memory_max} bytes)",
+            f"MemoryHigh = MemoryMax - max(256 MiB, 2% of RAM) = {human(self.memory_high)} ({self.memory_high} bytes)",
+        ]
+
+
+def slice_limits(mem_total: int) -> SliceLimits:
+    """trainguard-training.slice's memory limits from the RAM size (MemTotal, bytes), page-aligned."""
+    reserve = max(RESERVE_MIN_BYTES, math.ceil(mem_total * RESERVE_FRACTION))
+    memory_max = (mem_total - reserve) // PAGE * PAGE
+    gap = max(HIGH_GAP_MIN_BYTES, math.ceil(mem_total * HIGH_GAP_FRACTION))
+    memory_high = (memory_max - gap) // PAGE * PAGE
+    if memory_high <= 0:
+        raise ValueError(f"{human(mem_total)} of RAM leaves nothing for training after a {human(reserve)} reserve")
+    return SliceLimits(memory_max=memory_max, memory_high=memory_high, reserve=reserve)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How many workers fit, each worker's MemoryMax, and the arithmetic as printed lines."""
+
+    workers: int
+    worker_memory_max: int
+    worker_gpu_mib: int
+    limited_by: str
+    arithmetic: tuple[str, ...]
+
+
+def fit_workers(
+    *,
+    canary_peak: int,
+    canary_gpu_mib: int,
+    headroom: float,
+    slice_memory_max: int,
+    gpus: Sequence[GpuMemory],
+) -> Fit:
+    """Workers that fit: memory from the canary's peak x (1 + headroom) in the slice, GPU memory likewise per GPU.
+
+    Each GPU holds whole workers only (a worker's GPU memory is on one GPU), so
+    GPUs count separately. A canary that used no GPU memory is not limited by it.
+    """
+    if headroom < 0:
+        raise ValueError("headroom must be 0 or more")
+    factor = 1 + headroom
+    need = min(math.ceil(max(math.ceil(canary_peak * factor), MIB) / PAGE) * PAGE, slice_memory_max)
+    by_memory = slice_memory_max // need
+    lines = [
+        f"memory: canary peak {human(canary_peak)} x (1 + {headroom:g}) = {human(need)} per worker"
+        + (" (bounded by the slice)" if need == slice_memory_max else ""),
+        f"        slice MemoryMax {human(slice_memory_max)} / {human(need)} = {by_memory} worker(s)",
+    ]
+    gpu_need = math.ceil(canary_gpu_mib * factor)
+    by_gpu: int | None = None
+    if gpu_need and gpus:
+        per_gpu = [gpu.total_mib // gpu_need for gpu in gpus]
+        by_gpu = sum(per_gpu)
+        lines.append(f"GPU:    canary {canary_gpu_mib} MiB x (1 + {headroom:g}) = {gpu_need} MiB per worker")
+        lines.extend(
+            f"        GPU {index}: {gpu.total_mib} MiB / {gpu_need} MiB = {count} worker(s)"
+            for index, (gpu, count) in enumerate(zip(gpus, per_gpu))
+        )
+    elif gpus:
+        lines.append("GPU:    the canary used no GPU memory; GPU memory does not limit")
+    else:
+        lines.append("GPU:    none found (no nvidia-smi); GPU memory does not limit")
+    if by_gpu is not None and by_gpu < by_memory:
+        workers, limited_by = by_gpu, "GPU memory"
+    else:
+        workers, limited_by = by_memory, "the slice's memory"
+    lines.append(
+        f"fit:    {workers} worker(s), limited by {limited_by}"
+        + (f" (min({by_memory}, {by_gpu}))" if by_gpu is not None else "")
+    )
+    return Fit(workers, need, gpu_need, limited_by, tuple(lines))
+
+
+@dataclass(frozen=True)
+class StartDecision:
+    start: bool
+    reason: str
+
+
+def may_start_next(
+    *,
+    running_workers: int,
+    worker_memory_max: int,
+    slice_current: int,
+    slice_memory_max: int,
+    mem_available: int,
+    pressure: Pressure,
+) -> StartDecision:
+    """Whether one more worker may start now, or the launcher must wait (and why).
+
+    Running workers may not have reached their peak yet, so the slice is
+    counted as committed to at least each running worker's MemoryMax.
+    """
+    committed = max(slice_current, running_workers * worker_memory_max)
+    if committed + worker_memory_max > slice_memory_max:
+        return StartDecision(
+            False,
+            f"slice committed {human(committed)} + {human(worker_memory_max)} for the next worker"
+            f" > MemoryMax {human(slice_memory_max)}",
+        )
+    if mem_available < worker_memory_max:
+        return StartDecision(
+            False, f"MemAvailable {human(mem_available)} < {human(worker_memory_max)} for the next worker"
+        )
+    if pressure.some_avg10 > PSI_SOME_MAX or pressure.full_avg10 > PSI_FULL_MAX:
+        return StartDecision(
+            False,
+            f"memory pressure some {pressure.some_avg10:.1f}% / full {pressure.full_avg10:.1f}% (avg10)"
+            f" above {PSI_SOME_MAX:g}% / {PSI_FULL_MAX:g}%",
+        )
+    return StartDecision(
+        True,
+        f"room: slice committed {human(committed)} + {human(worker_memory_max)} <= {human(slice_memory_max)},"
+        f" MemAvailable {human(mem_available)}, pressure some {pressure.some_avg10:.1f}% full"
+        f" {pressure.full_avg10:.1f}%",
+    )

@@ -1,0 +1,139 @@
+"""The guard's one edge: commands run with a timeout, files read, the clock. Injected everywhere, faked in tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from healthcheck.guard import readings, units
+
+NVIDIA_SMI_TIMEOUT_S = 10.0
+SYSTEMCTL_TIMEOUT_S = 30.0
+TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def why(self) -> str:
+        """One line for people: the command's own complaint, else its exit status."""
+        text = (self.stderr or self.stdout).strip().splitlines()
+        return text[-1] if text else f"exit status {self.returncode}"
+
+
+Runner = Callable[[Sequence[str], float], Completed]
+
+
+def run_command(argv: Sequence[str], timeout: float) -> Completed:
+    """Run argv with a timeout; a missing program is 127 and a timeout 124, as the shell and timeout(1) say."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        return Completed(127, "", f"{argv[0]}: not found")
+    except subprocess.TimeoutExpired:
+        return Completed(124, "", f"{argv[0]}: no answer within {timeout:g} s")
+    return Completed(done.returncode, done.stdout, done.stderr)
+
+
+@dataclass
+class Host:
+    """The machine as the guard sees it. Every path and command goes through here."""
+
+    run: Runner = run_command
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    proc: Path = Path("/proc")
+    log_dir: Path = Path(str(units.LOG_DIR))
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    cwd: Callable[[], str] = os.getcwd
+    euid: Callable[[], int] = os.geteuid
+    peaks: dict[int, int] = field(default_factory=dict)  # worker -> highest memory seen (for kernels without memory.peak)
+
+    def read(self, path: Path) -> str | None:
+        try:
+            return path.read_text()
+        except OSError:
+            return None
+
+    def pressure(self) -> readings.Pressure:
+        text = self.read(self.proc / "pressure" / "memory")
+        # A kernel without PSI (CONFIG_PSI off, or psi=0) reads as no pressure: the other checks still hold.
+        return readings.parse_pressure(text) if text else readings.Pressure(0.0, 0.0)
+
+    def meminfo(self) -> dict[str, int]:
+        return readings.parse_meminfo(self.read(self.proc / "meminfo") or "")
+
+    def cgroup_value(self, cgroup: str, name: str) -> int | None:
+        text = self.read(self.cgroup_root / cgroup / name)
+        return readings.parse_cgroup_bytes(text) if text is not None else None
+
+    def slice_memory(self) -> tuple[int | None, int | None]:
+        """The slice's (memory.current, memory.max); None where unreadable or unlimited."""
+        return (
+            self.cgroup_value(str(units.SLICE_CGROUP), "memory.current"),
+            self.cgroup_value(str(units.SLICE_CGROUP), "memory.max"),
+        )
+
+    def worker_memory(self, worker: int) -> tuple[int | None, int | None]:
+        """A worker's (memory now, peak): memory.peak where the kernel has it (5.19+), else the highest seen."""
+        cgroup = str(units.unit_cgroup(worker))
+        current = self.cgroup_value(cgroup, "memory.current")
+        seen = [value for value in (current, self.cgroup_value(cgroup, "memory.peak"), self.peaks.get(worker)) if value]
+        if seen:
+            self.peaks[worker] = max(seen)
+        return current, self.peaks.get(worker)
+
+    def worker_pids(self, worker: int) -> list[int]:
+        text = self.read(self.cgroup_root / units.unit_cgroup(worker) / "cgroup.procs") or ""
+        return [int(pid) for pid in text.split() if pid.isdigit()]
+
+    def gpus(self) -> list[readings.GpuMemory]:
+        done = self.run(
+            ["nvidia-smi", "--query-gpu=memory.total,memory.used", "--format=csv,noheader,nounits"],
+            NVIDIA_SMI_TIMEOUT_S,
+        )
+        return readings.parse_gpu_memory(done.stdout) if done.ok else []
+
+    def gpu_mib_by_pid(self) -> dict[int, int]:
+        done = self.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            NVIDIA_SMI_TIMEOUT_S,
+        )
+        return readings.parse_compute_apps(done.stdout) if done.ok else {}
+
+    def worker_gpu_mib(self, worker: int, by_pid: dict[int, int]) -> int:
+        return sum(by_pid.get(pid, 0) for pid in self.worker_pids(worker))
+
+    def unit_properties(self, unit: str, names: Sequence[str] = units.STATUS_PROPERTIES) -> dict[str, str]:
+        done = self.run(units.show_argv(unit, names), SYSTEMCTL_TIMEOUT_S)
+        return readings.parse_properties(done.stdout) if done.ok else {}
+
+    def worker_units(self) -> list[str]:
+        done = self.run(units.list_argv(), SYSTEMCTL_TIMEOUT_S)
+        names = readings.parse_unit_list(done.stdout) if done.ok else []
+        workers = sorted((index, name) for name in names if (index := units.worker_of(name)) is not None)
+        return [name for _, name in workers]
+
+    def last_log_line(self, worker: int) -> str:
+        path = self.log_dir / f"worker-{worker}.log"
+        try:
+            with path.open("rb") as log:
+                log.seek(0, 2)
+                log.seek(max(0, log.tell() - TAIL_BYTES))
+                tail = log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [line for line in tail.splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""

@@ -1,0 +1,106 @@
+"""Worker units: names, cgroup paths and the exact systemd-run / systemctl command lines (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+SLICE = "trainguard-training.slice"
+# systemd nests slices by the dashes in their names: trainguard-training.slice lives in trainguard.slice
+# (systemd.slice(5)), so its cgroup is /sys/fs/cgroup/trainguard.slice/trainguard-training.slice.
+SLICE_CGROUP = PurePosixPath("trainguard.slice") / SLICE
+UNIT_PREFIX = "trainguard-worker-"
+UNIT_PATTERN = f"{UNIT_PREFIX}*.service"
+LOG_DIR = PurePosixPath("/data/results/logs")
+WORKER_PLACEHOLDER = "{worker}"
+NICE = 10
+IO_PRIORITY = 7  # best-effort class, lowest priority (ioprio 0..7, 7 lowest: ionice(1))
+SYSTEMD_RUN_TIMEOUT_S = 30.0
+
+
+def unit_name(worker: int) -> str:
+    return f"{UNIT_PREFIX}{worker}.service"
+
+
+def worker_of(unit: str) -> int | None:
+    """The worker index of a trainguard-worker-N.service, else None."""
+    if not (unit.startswith(UNIT_PREFIX) and unit.endswith(".service")):
+        return None
+    index = unit[len(UNIT_PREFIX) : -len(".service")]
+    return int(index) if index.isdigit() else None
+
+
+def unit_cgroup(worker: int) -> PurePosixPath:
+    return SLICE_CGROUP / unit_name(worker)
+
+
+def log_path(worker: int, log_dir: PurePosixPath = LOG_DIR) -> PurePosixPath:
+    return log_dir / f"worker-{worker}.log"
+
+
+def worker_command(command: Sequence[str], worker: int) -> list[str]:
+    """The training command with every "{worker}" replaced by the index (nothing else is interpreted)."""
+    return [part.replace(WORKER_PLACEHOLDER, str(worker)) for part in command]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker's transient unit is started with."""
+
+    worker: int
+    command: tuple[str, ...]
+    working_directory: str
+    path: str
+    memory_max: int | None = None  # None: only the slice bounds it (the canary, before its peak is known)
+    user: str | None = None
+    log_dir: PurePosixPath = LOG_DIR
+
+
+def systemd_run_argv(spec: WorkerSpec) -> list[str]:
+    """The exact systemd-run command line for one worker (systemd-run(1), systemd.exec(5), systemd.resource-control(5))."""
+    log = log_path(spec.worker, spec.log_dir)
+    argv = [
+        "systemd-run",
+        f"--unit={unit_name(spec.worker)}",
+        f"--slice={SLICE}",
+        f"--description=trainguard training worker {spec.worker}",
+        f"--working-directory={spec.working_directory}",
+        f"--property=Nice={NICE}",
+        "--property=IOSchedulingClass=best-effort",
+        f"--property=IOSchedulingPriority={IO_PRIORITY}",
+        f"--property=StandardOutput=append:{log}",
+        f"--property=StandardError=append:{log}",
+        f"--setenv=PATH={spec.path}",
+        f"--setenv=TRAINGUARD_WORKER={spec.worker}",
+    ]
+    if spec.memory_max is not None:
+        argv.append(f"--property=MemoryMax={spec.memory_max}")
+    if spec.user:
+        argv.append(f"--uid={spec.user}")
+    return [*argv, "--", *worker_command(spec.command, spec.worker)]
+
+
+def limit_argv(worker: int, memory_max: int) -> list[str]:
+    """Give a running worker (the canary, after its period) its own MemoryMax, for this boot only."""
+    return ["systemctl", "set-property", "--runtime", unit_name(worker), f"MemoryMax={memory_max}"]
+
+
+STATUS_PROPERTIES = ("ActiveState", "SubState", "Result", "MainPID", "ExecMainStatus", "ActiveEnterTimestampMonotonic")
+
+
+def show_argv(unit: str, names: Sequence[str] = STATUS_PROPERTIES) -> list[str]:
+    return ["systemctl", "show", f"--property={','.join(names)}", unit]
+
+
+def list_argv() -> list[str]:
+    return ["systemctl", "list-units", "--all", "--plain", "--no-legend", "--full", UNIT_PATTERN]
+
+
+def stop_argv(units: Sequence[str]) -> list[str]:
+    return ["systemctl", "stop", *units]
+
+
+def reset_failed_argv(units: Sequence[str]) -> list[str]:
+    """Forget finished workers, so their names can be used again by the next launch."""
+    return ["systemctl", "reset-failed", *units]
