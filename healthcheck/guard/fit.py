@@ -100,7 +100,7 @@ def fit_workers(
         lines.append(f"GPU:    canary {canary_gpu_mib} MiB x (1 + {headroom:g}) = {gpu_need} MiB per worker")
         lines.extend(
             f"        GPU {index}: {gpu.total_mib} MiB / {gpu_need} MiB = {count} worker(s)"
-            for index, (gpu, count) in enumerate(zip(gpus, per_gpu))
+            for index, (gpu, count) in enumerate(zip(gpus, per_gpu, strict=True))
         )
     elif gpus:
         lines.append("GPU:    the canary used no GPU memory; GPU memory does not limit")

@@ -59,7 +59,9 @@ class Host:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: Callable[[], str] = os.getcwd
     euid: Callable[[], int] = os.geteuid
-    peaks: dict[int, int] = field(default_factory=dict)  # worker -> highest memory seen (for kernels without memory.peak)
+    peaks: dict[int, int] = field(
+        default_factory=dict
+    )  # worker -> highest memory seen (for kernels without memory.peak)
 
     def read(self, path: Path) -> str | None:
         try:

@@ -86,9 +86,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     for name in ("stagger", "canary_seconds", "headroom", "max_wait"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more")
-    return Plan(
-        args.workers, args.stagger, args.canary_seconds, args.headroom, args.fit, args.max_wait, tuple(command)
-    )
+    return Plan(args.workers, args.stagger, args.canary_seconds, args.headroom, args.fit, args.max_wait, tuple(command))
 
 
 class Launcher:
@@ -353,4 +351,3 @@ def stop_all(host: Host, out: TextIO) -> int:
         print(f"systemctl stop failed: {done.why()}", file=out)
         return Status.CRITICAL
     return Status.OK
-

@@ -113,4 +113,3 @@ def parse_properties(text: str) -> dict[str, str]:
 def parse_unit_list(text: str) -> list[str]:
     """systemctl list-units --plain --no-legend: the unit names (first column)."""
     return [line.split()[0] for line in text.splitlines() if line.strip()]
-

@@ -1,0 +1,83 @@
+"""Publish memory pressure (PSI some/full avg10) every 10 s through the CloudWatch agent's StatsD input.
+
+    python3 -m healthcheck.guard.psi [--address 127.0.0.1:8125] [--interval 10]
+
+Why StatsD and not EMF: the agent already publishes this instance's metrics
+with the InstanceId dimension (append_dimensions) and needs only a "statsd"
+section with a 10 s collection interval (under 60 s is high resolution); EMF
+would go through CloudWatch Logs, a log group, logs permissions and ingestion
+cost. The agent has no PSI input of its own. One UDP datagram per gauge, the
+StatsD line format "name:value|g" (CloudWatch agent docs, "Retrieve custom
+metrics with StatsD"); UDP never blocks this loop when the agent is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from healthcheck.guard.host import Host
+from healthcheck.guard.readings import Pressure
+
+METRIC_SOME = "trainguard_memory_pressure_some_avg10"
+METRIC_FULL = "trainguard_memory_pressure_full_avg10"
+DEFAULT_ADDRESS = ("127.0.0.1", 8125)
+INTERVAL_S = 10.0
+
+
+def statsd_datagrams(pressure: Pressure) -> list[bytes]:
+    """The gauges as StatsD lines, one datagram each (pure)."""
+    return [
+        f"{METRIC_SOME}:{pressure.some_avg10:.2f}|g".encode(),
+        f"{METRIC_FULL}:{pressure.full_avg10:.2f}|g".encode(),
+    ]
+
+
+def publish_forever(
+    host: Host,
+    address: tuple[str, int],
+    interval: float = INTERVAL_S,
+    rounds: int | None = None,
+    send: Callable[[bytes, tuple[str, int]], object] | None = None,
+) -> None:
+    """Every `interval` seconds on the monotonic clock (no drift), send the current pressure."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sender = send or sock.sendto
+        next_at = host.clock()
+        done = 0
+        while rounds is None or done < rounds:
+            for datagram in statsd_datagrams(host.pressure()):
+                try:
+                    sender(datagram, address)
+                except OSError as error:  # the agent not listening yet (ECONNREFUSED from an earlier datagram)
+                    print(f"trainguard-psi: send to {address[0]}:{address[1]} failed: {error}", file=sys.stderr)
+            done += 1
+            next_at += interval
+            host.sleep(max(0.0, next_at - host.clock()))
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainguard-psi", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--address", type=_address, default=DEFAULT_ADDRESS, help="StatsD HOST:PORT")
+    parser.add_argument("--interval", type=float, default=INTERVAL_S)
+    parser.add_argument("--rounds", type=int, help="stop after N rounds (default: run forever)")
+    args = parser.parse_args(argv)
+    try:
+        publish_forever(Host(clock=time.monotonic), args.address, args.interval, args.rounds)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
