@@ -59,9 +59,8 @@ class Host:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: Callable[[], str] = os.getcwd
     euid: Callable[[], int] = os.geteuid
-    peaks: dict[int, int] = field(
-        default_factory=dict
-    )  # worker -> highest memory seen (for kernels without memory.peak)
+    # worker -> highest memory seen, for kernels without memory.peak and for workers already gone
+    peaks: dict[int, int] = field(default_factory=dict)
 
     def read(self, path: Path) -> str | None:
         try:

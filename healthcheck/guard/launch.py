@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 from typing import Any, TextIO
 
 from healthcheck.errors import UsageError
-from healthcheck.guard import fit, readings, units
+from healthcheck.guard import fit, units
 from healthcheck.guard.host import Host
 from healthcheck.status import Status
 
@@ -178,9 +178,8 @@ class Launcher:
         state = properties.get("ActiveState", "unknown")
         if state in ALIVE_STATES:
             return True, state
-        return False, (
-            f"{state}, result {properties.get('Result', 'unknown')}, exit status {properties.get('ExecMainStatus', '?')}"
-        )
+        result, status = properties.get("Result", "unknown"), properties.get("ExecMainStatus", "?")
+        return False, f"{state}, result {result}, exit status {status}"
 
     def _canary_period(self) -> tuple[int, int] | None:
         """Sample worker 0 until the period ends: (memory peak, GPU MiB peak), or None when it died."""

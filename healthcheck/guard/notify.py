@@ -222,13 +222,13 @@ class Notifier:
             return False
         self.seen[kill.key] = now
         push = self._push()
-        metric = self._step("metric", metric_argv(self.instance_id, region_of(self.topic_arn)), AWS_TIMEOUT_S)
+        self._step("metric", metric_argv(self.instance_id, region_of(self.topic_arn)), AWS_TIMEOUT_S)
         _, slice_max = self.host.slice_memory()
         context = Context(self.instance_id, dict(self.host.peaks), slice_max, self.running_workers(), push)
         subject, body = message(kill, context)
         self.log(f"trainguard-guard: {subject}")
-        email = self._step("email", publish_argv(self.topic_arn, subject, body), AWS_TIMEOUT_S)
-        return metric.ok and email.ok or True
+        self._step("email", publish_argv(self.topic_arn, subject, body), AWS_TIMEOUT_S)
+        return True
 
     def _push(self) -> str:
         command = self.which(PUSH_COMMAND)

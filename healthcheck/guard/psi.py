@@ -14,6 +14,7 @@ metrics with StatsD"); UDP never blocks this loop when the agent is down.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import time
@@ -72,10 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=INTERVAL_S)
     parser.add_argument("--rounds", type=int, help="stop after N rounds (default: run forever)")
     args = parser.parse_args(argv)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C when run by hand
         publish_forever(Host(clock=time.monotonic), args.address, args.interval, args.rounds)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -49,7 +49,7 @@ def system_memory_min(agent_current: Sequence[int | None]) -> tuple[int, list[st
         *(
             f"{unit}: {fit.human(size)}"
             + (" (floor: not running yet)" if not current else f" (2 x {fit.human(current)})")
-            for unit, size, current in zip(AGENT_UNITS, agents, agent_current)
+            for unit, size, current in zip(AGENT_UNITS, agents, agent_current, strict=True)
         ),
         f"system.slice MemoryMin = {fit.human(total)} ({total} bytes)",
     ]

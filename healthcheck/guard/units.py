@@ -58,7 +58,11 @@ class WorkerSpec:
 
 
 def systemd_run_argv(spec: WorkerSpec) -> list[str]:
-    """The exact systemd-run command line for one worker (systemd-run(1), systemd.exec(5), systemd.resource-control(5))."""
+    """The exact systemd-run command line for one worker.
+
+    Options and properties: systemd-run(1), systemd.exec(5) (Nice, IOScheduling*, StandardOutput=append:),
+    systemd.resource-control(5) (MemoryMax).
+    """
     log = log_path(spec.worker, spec.log_dir)
     argv = [
         "systemd-run",
