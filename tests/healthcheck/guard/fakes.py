@@ -38,7 +38,8 @@ class FakeMachine:
 
     def set_pressure(self, some: float, full: float) -> None:
         (self.proc / "pressure" / "memory").write_text(
-            f"some avg10={some:.2f} avg60=0.00 avg300=0.00 total=1\nfull avg10={full:.2f} avg60=0.00 avg300=0.00 total=1\n"
+            f"some avg10={some:.2f} avg60=0.00 avg300=0.00 total=1\n"
+            f"full avg10={full:.2f} avg60=0.00 avg300=0.00 total=1\n"
         )
 
     def set_available(self, available: int) -> None:

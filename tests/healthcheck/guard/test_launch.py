@@ -146,7 +146,7 @@ def test_a_second_launch_while_workers_run_is_refused(machine: FakeMachine) -> N
     machine.on_tick = lambda m: m.set_worker_memory(0, GIB, peak=GIB)
     run(machine, "--workers", "1", "--canary-seconds", "10", *TRAIN)
 
-    with pytest.raises(UsageError, match="workers already running \\(trainguard-worker-0.service\\)"):
+    with pytest.raises(UsageError, match=r"workers already running \(trainguard-worker-0\.service\)"):
         run(machine, "--workers", "1", *TRAIN)
 
 

@@ -1,0 +1,169 @@
+"""The notifier: journal entries -> kills, the email text, and the aws/push commands run for real (fakes on PATH)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from healthcheck.guard import notify
+from healthcheck.guard.host import Host, run_command
+
+from .fakes import GIB, FakeMachine
+
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:trainguard-alerts"
+KERNEL_OOM = {
+    "MESSAGE_ID": notify.UNIT_FAILURE_RESULT,
+    "UNIT": "trainguard-worker-2.service",
+    "UNIT_RESULT": "oom-kill",
+    "MESSAGE": "trainguard-worker-2.service: Failed with result 'oom-kill'.",
+}
+EARLYOOM_17 = {
+    "_SYSTEMD_UNIT": "earlyoom.service",
+    "MESSAGE": 'sending SIGTERM to process 5123 uid 1000 "python3": oom_score 901, oom_score_adj 0, VmRSS 13020 MiB,'
+    ' cmdline "python3 train.py"',
+}
+EARLYOOM_16 = {
+    "_SYSTEMD_UNIT": "earlyoom.service",
+    "MESSAGE": 'sending SIGKILL to process 5123 uid 1000 "python3": badness 901, VmRSS 13020 MiB',
+}
+
+
+def test_journal_entries_that_are_kills() -> None:
+    assert notify.kill_from_journal(KERNEL_OOM) == notify.Kill(
+        by="kernel", unit="trainguard-worker-2.service", worker=2
+    )
+    for entry in (EARLYOOM_17, EARLYOOM_16):
+        kill = notify.kill_from_journal(entry)
+        assert kill is not None
+        assert (kill.process, kill.pid, kill.rss_mib) == ("python3", 5123, 13020)
+    assert notify.kill_from_journal({**KERNEL_OOM, "UNIT_RESULT": "exit-code"}) is None
+    assert notify.kill_from_journal({"_SYSTEMD_UNIT": "earlyoom.service", "MESSAGE": "mem avail: 40%"}) is None
+    assert notify.kill_from_journal({**EARLYOOM_16, "_SYSTEMD_UNIT": "evil.service"}) is None
+
+
+def test_the_email_names_the_worker_its_peak_the_limit_and_who_still_runs() -> None:
+    context = notify.Context("i-0123456789abcdef0", {2: 6 * GIB}, 15 * GIB, [0, 1, 3], "pushed to S3 at once")
+    kill = notify.kill_from_journal(KERNEL_OOM)
+    assert kill is not None
+
+    subject, body = notify.message(kill, context)
+
+    assert subject == "trainguard: worker 2 on i-0123456789abcdef0 killed: out of memory"
+    assert "its peak memory:   6.00 GiB" in body
+    assert "slice MemoryMax:   15.00 GiB (trainguard-training.slice)" in body
+    assert "still running:     workers 0, 1, 3" in body
+    assert "Its log: /data/results/logs/worker-2.log" in body
+
+
+def test_a_subject_never_exceeds_what_sns_accepts() -> None:
+    kill = notify.Kill(by="earlyoom", process="p" * 200, pid=1, signal="SIGTERM", rss_mib=1)
+    subject, _ = notify.message(kill, notify.Context("i-0", {}, None, [], "x"))
+
+    assert len(subject) < 100
+    assert "\n" not in subject
+
+
+def fake_command(directory: Path, name: str, record: Path, exit_status: int = 0) -> None:
+    """An executable that appends its argv (as JSON) to `record`."""
+    script = directory / name
+    script.write_text(
+        "#!/bin/sh\n"
+        f"python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\" >> {record}\n"
+        f"exit {exit_status}\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def recorded(record: Path) -> list[list[str]]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def test_a_kill_pushes_then_counts_then_emails_with_real_commands(tmp_path: Path, fake_bin: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    fake_command(fake_bin, "trainguard-push", tmp_path / "push.log")
+    fake_command(fake_bin, "aws", tmp_path / "aws.log")
+    machine.set_worker_memory(2, 5 * GIB, peak=6 * GIB)
+    machine.set_worker_memory(0, GIB)
+    host = Host(run=run_command, clock=lambda: 0.0, cgroup_root=machine.cgroup_root)
+    notifier = notify.Notifier(host, "i-0123456789abcdef0", TOPIC, log=lambda line: None)
+    notifier.sample()  # the guard samples between journal entries: worker 2's peak is known before it dies
+    for path in (
+        machine.cgroup_root / "trainguard.slice/trainguard-training.slice/trainguard-worker-2.service"
+    ).iterdir():
+        path.unlink()
+    (machine.cgroup_root / "trainguard.slice/trainguard-training.slice/trainguard-worker-2.service").rmdir()
+
+    notify.follow(notifier, iter_lines([json.dumps(KERNEL_OOM), json.dumps(KERNEL_OOM)]))
+
+    assert recorded(tmp_path / "push.log") == [["--now"]]
+    metric, email = recorded(tmp_path / "aws.log")
+    assert metric[:2] == ["--region", "eu-west-1"]
+    assert metric[metric.index("put-metric-data") :] == [
+        "put-metric-data",
+        "--namespace",
+        "Trainguard",
+        "--metric-name",
+        "WorkerOOMKills",
+        "--dimensions",
+        "InstanceId=i-0123456789abcdef0",
+        "--value",
+        "1",
+        "--unit",
+        "Count",
+    ]
+    assert email[email.index("sns") : email.index("--subject")] == ["sns", "publish", "--topic-arn", TOPIC]
+    body = email[email.index("--message") + 1]
+    assert "its peak memory:   6.00 GiB" in body
+    assert "still running:     workers 0" in body
+    assert "results:           pushed to S3 at once" in body
+
+
+def iter_lines(lines: list[str]):  # type: ignore[no-untyped-def]
+    batches = iter([lines])
+
+    def read(timeout: float) -> list[str] | None:
+        assert timeout > 0
+        return next(batches, None)
+
+    return read
+
+
+def test_failures_of_each_step_are_logged_and_the_next_step_still_runs(tmp_path: Path, fake_bin: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    fake_command(fake_bin, "aws", tmp_path / "aws.log", exit_status=255)
+    logged: list[str] = []
+    host = Host(run=run_command, clock=lambda: 0.0, cgroup_root=machine.cgroup_root)
+    notifier = notify.Notifier(host, "i-0", TOPIC, which=lambda name: None, log=logged.append)
+
+    notifier.handle(notify.Kill(by="earlyoom", process="python3", pid=7, signal="SIGTERM", rss_mib=900))
+
+    assert len(recorded(tmp_path / "aws.log")) == 2  # the metric failed; the email was still tried
+    assert "trainguard-guard: metric: exit status 255" in logged
+    assert any("trainguard-push is not installed" in line for line in recorded(tmp_path / "aws.log")[1])
+
+
+def test_a_hung_aws_cli_is_cut_off_by_the_timeout(tmp_path: Path, fake_bin: Path) -> None:
+    (fake_bin / "aws").write_text("#!/bin/sh\nexec sleep 30\n")
+    (fake_bin / "aws").chmod(0o755)
+
+    done = run_command(["aws", "sns", "publish"], timeout=0.5)
+
+    assert done.returncode == 124
+    assert "no answer within 0.5 s" in done.why()
+
+
+def test_the_service_refuses_to_start_without_a_topic(capsys: pytest.CaptureFixture[str]) -> None:
+    assert notify.main({"TRAINGUARD_TOPIC_ARN": "not-an-arn"}) == 3
+    assert "is not an SNS topic ARN" in capsys.readouterr().err

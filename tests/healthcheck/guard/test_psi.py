@@ -1,0 +1,58 @@
+"""The PSI publisher's wire format, received on a real UDP socket on loopback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from healthcheck.guard import psi
+from healthcheck.guard.host import Host
+from healthcheck.guard.readings import Pressure
+
+
+def test_statsd_gauges_arrive_every_interval_on_loopback(tmp_path: Path) -> None:
+    (tmp_path / "pressure").mkdir()
+    (tmp_path / "pressure" / "memory").write_text(
+        "some avg10=12.50 avg60=3.00 avg300=1.00 total=99\nfull avg10=4.25 avg60=1.00 avg300=0.10 total=42\n"
+    )
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds + 0.25  # each round also costs a little time: the schedule must not drift
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        host = Host(clock=lambda: now[0], sleep=sleep, proc=tmp_path)
+
+        psi.publish_forever(host, receiver.getsockname(), interval=10.0, rounds=3)
+
+        received = [receiver.recv(1500) for _ in range(6)]
+
+    assert (
+        received
+        == [
+            b"trainguard_memory_pressure_some_avg10:12.50|g",
+            b"trainguard_memory_pressure_full_avg10:4.25|g",
+        ]
+        * 3
+    )
+    assert slept == [10.0, 9.75, 9.75]
+
+
+def test_the_agent_not_listening_does_not_stop_the_publisher(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = closed.getsockname()
+    host = Host(clock=lambda: 0.0, sleep=lambda seconds: None, proc=tmp_path)  # no PSI file: reads as no pressure
+
+    psi.publish_forever(host, address, rounds=3)  # ICMP port unreachable -> ECONNREFUSED on later sends: logged
+
+
+def test_datagrams_are_plain_statsd_gauges() -> None:
+    assert psi.statsd_datagrams(Pressure(0.0, 100.0)) == [
+        b"trainguard_memory_pressure_some_avg10:0.00|g",
+        b"trainguard_memory_pressure_full_avg10:100.00|g",
+    ]
