@@ -1,0 +1,127 @@
+"""The healthcheck package runs on the instances' system Python 3.10 (Ubuntu 22.04), standard library only.
+
+Two checks: vermin finds nothing in healthcheck/ newer than 3.10 (needs no 3.10 interpreter), and, where one
+exists, a real 3.10 runs the `trainguard` wrapper from a zip of the package as the instance installs it.
+CI on a clean Debian has no 3.10: that test skips with the reason and vermin still guards (see README).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+USERDATA = REPO / "infra" / "userdata"
+PYTHON310 = Path(os.environ.get("TRAINGUARD_PYTHON310", "/root/.pyenv/versions/3.10.13/bin/python3"))
+SAMPLES = REPO / "tests" / "healthcheck" / "guard" / "samples"
+
+
+def vermin(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "vermin"), "-t=3.10-", "--violations", "--no-tips", "--eval-annotations", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_vermin_finds_nothing_newer_than_python_310() -> None:
+    checked = vermin(REPO / "healthcheck")
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_vermin_would_catch_a_311_only_name(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.py"
+    newer.write_text("from datetime import UTC\nimport tomllib\n")
+
+    assert vermin(newer).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def bundle_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The healthcheck package's own modules in a zip, as the on-instance bundle installs it."""
+    path = tmp_path_factory.mktemp("bundle") / "healthcheck.zip"
+    with zipfile.ZipFile(path, "w") as bundle:
+        for module in sorted((REPO / "healthcheck").rglob("*.py")):
+            bundle.write(module, module.relative_to(REPO).as_posix())
+    return path
+
+
+def run_310(script: str, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if not PYTHON310.exists():
+        pytest.skip(f"no Python 3.10 at {PYTHON310} (set TRAINGUARD_PYTHON310); vermin still checks 3.10")
+    environment = {"PATH": "/usr/bin:/bin", "TRAINGUARD_ZIP": str(bundle), "TRAINGUARD_PYTHON": str(PYTHON310)}
+    return subprocess.run(
+        ["sh", str(USERDATA / script), *args], capture_output=True, text=True, env=environment, check=False, timeout=60
+    )
+
+
+def test_trainguard_launch_help_on_python_310_from_the_zip(bundle_zip: Path) -> None:
+    done = run_310("trainguard", bundle_zip, "launch", "--help")
+
+    assert done.returncode == 0, done.stderr
+    assert "--canary-seconds" in done.stdout
+
+
+def test_launch_status_on_python_310_imports_nothing_outside_the_standard_library(bundle_zip: Path) -> None:
+    probe = (
+        "import sys; sys.argv = ['trainguard', 'launch', '--status'];"
+        "from healthcheck.cli import main; code = main(sys.argv[1:]);"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'paramiko', 'boto3', 'botocore', 'tenacity'});"
+        "print('THIRD-PARTY', bad); sys.exit(code)"
+    )
+    if not PYTHON310.exists():
+        pytest.skip(f"no Python 3.10 at {PYTHON310}")
+    done = subprocess.run(
+        [str(PYTHON310), "-I", "-c", f"import sys; sys.path.insert(0, {str(bundle_zip)!r}); {probe}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+    assert "THIRD-PARTY []" in done.stdout, done.stdout + done.stderr
+    assert "trainguard-training.slice:" in done.stdout
+
+
+def test_the_guards_pure_functions_and_the_slice_setup_run_on_python_310(bundle_zip: Path, tmp_path: Path) -> None:
+    done = run_310(
+        "trainguard-setup-slice",
+        bundle_zip,
+        "--root",
+        str(tmp_path),
+        "--meminfo",
+        str(SAMPLES / "proc-meminfo.debian12-24g.txt"),
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "MemoryMax = RAM - reserve" in done.stdout
+    assert (tmp_path / "etc/systemd/system/trainguard-training.slice.d/50-memory.conf").exists()
+    fit_check = subprocess.run(
+        [
+            str(PYTHON310),
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(bundle_zip)!r});"
+            "from healthcheck.guard import fit, notify, psi, readings;"
+            "r = fit.fit_workers(canary_peak=4194304000, canary_gpu_mib=5120, headroom=0.2,"
+            " slice_memory_max=fit.slice_limits(16 * fit.GIB).memory_max, gpus=[readings.GpuMemory(23028, 0)]);"
+            "print(r.workers, psi.statsd_datagrams(readings.Pressure(1.0, 2.0)));"
+            "print(notify.kill_from_journal({'MESSAGE_ID': notify.UNIT_FAILURE_RESULT, 'UNIT_RESULT': 'oom-kill',"
+            " 'UNIT': 'trainguard-worker-1.service'}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert fit_check.returncode == 0, fit_check.stderr
+    assert fit_check.stdout.startswith("3 [b'trainguard_memory_pressure_some_avg10:1.00|g'")
+    assert "worker=1" in fit_check.stdout
