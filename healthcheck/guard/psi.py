@@ -27,6 +27,13 @@ METRIC_SOME = "trainguard_memory_pressure_some_avg10"
 METRIC_FULL = "trainguard_memory_pressure_full_avg10"
 DEFAULT_ADDRESS = ("127.0.0.1", 8125)
 INTERVAL_S = 10.0
+# The agent config's metrics.metrics_collected.statsd section this publisher needs (for infra/agent_config.py):
+# collected and aggregated every 10 s, so published at high resolution (under 60 s).
+AGENT_STATSD_SECTION = {
+    "service_address": f"{DEFAULT_ADDRESS[0]}:{DEFAULT_ADDRESS[1]}",
+    "metrics_collection_interval": int(INTERVAL_S),
+    "metrics_aggregation_interval": int(INTERVAL_S),
+}
 
 
 def statsd_datagrams(pressure: Pressure) -> list[bytes]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
+
+import jsonschema
 
 from healthcheck.guard import psi
 from healthcheck.guard.host import Host
@@ -56,3 +59,11 @@ def test_datagrams_are_plain_statsd_gauges() -> None:
         b"trainguard_memory_pressure_some_avg10:0.00|g",
         b"trainguard_memory_pressure_full_avg10:100.00|g",
     ]
+
+
+def test_the_agent_section_it_needs_is_valid_for_the_agents_schema() -> None:
+    schema = json.loads((Path(__file__).parents[2] / "data" / "cloudwatch-agent-config.schema.json").read_text())
+    config = {"metrics": {"metrics_collected": {"statsd": psi.AGENT_STATSD_SECTION}}}
+
+    jsonschema.validate(config, schema)
+    assert psi.AGENT_STATSD_SECTION["metrics_collection_interval"] < 60  # high resolution
