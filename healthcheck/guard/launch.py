@@ -101,6 +101,14 @@ class Launcher:
         slice_max = self._slice_memory_max()
         self._refuse_if_running()
         self.host.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._launch(slice_max)
+        except KeyboardInterrupt:  # the workers are systemd units: they outlive the launcher
+            started = ", ".join(map(str, self.started)) or "none"
+            self.say(f"interrupted: started workers ({started}) keep running; stop them with: trainguard launch --stop")
+            return Status.WARNING
+
+    def _launch(self, slice_max: int) -> int:
         self.say(f"{units.SLICE}: MemoryMax {fit.human(slice_max)}")
         if not self._start(0, None):
             return Status.CRITICAL
@@ -120,10 +128,12 @@ class Launcher:
         target = self.plan.workers
         if result.workers < target:
             if not self.plan.fit:
+                stopped = self.host.run(units.stop_argv([units.unit_name(0)]), STOP_TIMEOUT_S)
+                canary = "is stopped" if stopped.ok else f"could not be stopped: {stopped.why()}"
                 self.say(
                     f"refused: only {result.workers} of {target} workers fit, limited by {result.limited_by}."
-                    f" Worker 0 keeps running. Start the rest with --workers {max(result.workers, 1)} --fit,"
-                    " or stop it with: trainguard launch --stop"
+                    f" Worker 0 (the canary) {canary}."
+                    f" Run again with --workers {max(result.workers, 1)}, or add --fit to start what fits."
                 )
                 return Status.CRITICAL
             target = max(result.workers, 1)

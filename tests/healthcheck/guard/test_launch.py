@@ -77,7 +77,9 @@ def test_fewer_fit_than_asked_is_refused_with_the_number_and_reason(machine: Fak
 
     assert status == Status.CRITICAL
     assert len(machine.started()) == 1
-    assert "refused: only 2 of 4 workers fit, limited by the slice's memory" in out
+    assert "refused: only 2 of 4 workers fit, limited by the slice's memory. Worker 0 (the canary) is stopped." in out
+    assert "Run again with --workers 2, or add --fit" in out
+    assert machine.units["trainguard-worker-0.service"]["ActiveState"] == "inactive"
 
 
 def test_with_fit_only_what_fits_starts(machine: FakeMachine) -> None:
@@ -173,3 +175,18 @@ def test_status_table_and_stop(machine: FakeMachine) -> None:
     assert status == Status.OK
     assert ["systemctl", "stop", "trainguard-worker-0.service", "trainguard-worker-1.service"] in machine.commands
     assert "worker 1: inactive" in out
+
+
+def test_ctrl_c_leaves_started_workers_running_and_says_how_to_stop_them(machine: FakeMachine) -> None:
+    def tick(m: FakeMachine) -> None:
+        m.set_worker_memory(0, GIB, peak=GIB)
+        if m.now > 1400:  # during the stagger before worker 2
+            raise KeyboardInterrupt
+
+    machine.on_tick = tick
+
+    status, out = run(machine, "--workers", "3", "--canary-seconds", "10", "--stagger", "300", *TRAIN)
+
+    assert status == Status.WARNING
+    assert "interrupted: started workers (0, 1) keep running; stop them with: trainguard launch --stop" in out
+    assert not any(command[:2] == ["systemctl", "stop"] for command in machine.commands)
