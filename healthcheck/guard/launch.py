@@ -129,10 +129,10 @@ class Launcher:
         if result.workers < target:
             if not self.plan.fit:
                 stopped = self.host.run(units.stop_argv([units.unit_name(0)]), STOP_TIMEOUT_S)
-                canary = "is stopped" if stopped.ok else f"could not be stopped: {stopped.why()}"
+                canary_state = "is stopped" if stopped.ok else f"could not be stopped: {stopped.why()}"
                 self.say(
                     f"refused: only {result.workers} of {target} workers fit, limited by {result.limited_by}."
-                    f" Worker 0 (the canary) {canary}."
+                    f" Worker 0 (the canary) {canary_state}."
                     f" Run again with --workers {max(result.workers, 1)}, or add --fit to start what fits."
                 )
                 return Status.CRITICAL
