@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from healthcheck.guard.host import Host
-from healthcheck.guard.readings import Pressure
+from healthcheck.guard.readings import Pressure, parse_pressure
 
 METRIC_SOME = "trainguard_memory_pressure_some_avg10"
 METRIC_FULL = "trainguard_memory_pressure_full_avg10"
@@ -57,7 +57,10 @@ def publish_forever(
         next_at = host.clock()
         done = 0
         while rounds is None or done < rounds:
-            for datagram in statsd_datagrams(host.pressure()):
+            text = host.read(host.proc / "pressure" / "memory")
+            if text is None:  # no PSI in this kernel: publish nothing rather than a reassuring zero
+                print(f"trainguard-psi: cannot read {host.proc / 'pressure' / 'memory'}", file=sys.stderr)
+            for datagram in statsd_datagrams(parse_pressure(text)) if text else []:
                 try:
                     sender(datagram, address)
                 except OSError as error:  # the agent not listening yet (ECONNREFUSED from an earlier datagram)

@@ -140,6 +140,16 @@ def iter_lines(lines: list[str]):  # type: ignore[no-untyped-def]
     return read
 
 
+def test_garbage_in_the_journal_is_skipped(tmp_path: Path) -> None:
+    handled: list[notify.Kill] = []
+    notifier = notify.Notifier(FakeMachine(tmp_path).host(), "i-0", TOPIC, log=lambda line: None)
+    notifier.handle = handled.append  # type: ignore[method-assign, assignment]
+
+    notify.follow(notifier, iter_lines(["not json", "[1, 2]", '{"MESSAGE": ["binary"]}', json.dumps(KERNEL_OOM)]))
+
+    assert [kill.worker for kill in handled] == [2]
+
+
 def test_failures_of_each_step_are_logged_and_the_next_step_still_runs(tmp_path: Path, fake_bin: Path) -> None:
     machine = FakeMachine(tmp_path)
     fake_command(fake_bin, "aws", tmp_path / "aws.log", exit_status=255)

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from healthcheck.guard import psi
 from healthcheck.guard.host import Host
@@ -46,12 +47,26 @@ def test_statsd_gauges_arrive_every_interval_on_loopback(tmp_path: Path) -> None
 
 
 def test_the_agent_not_listening_does_not_stop_the_publisher(tmp_path: Path) -> None:
+    (tmp_path / "pressure").mkdir()
+    (tmp_path / "pressure" / "memory").write_text("some avg10=1.00\nfull avg10=0.00\n")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
         closed.bind(("127.0.0.1", 0))
         address = closed.getsockname()
-    host = Host(clock=lambda: 0.0, sleep=lambda seconds: None, proc=tmp_path)  # no PSI file: reads as no pressure
+    host = Host(clock=lambda: 0.0, sleep=lambda seconds: None, proc=tmp_path)
 
     psi.publish_forever(host, address, rounds=3)  # ICMP port unreachable -> ECONNREFUSED on later sends: logged
+
+
+def test_a_kernel_without_psi_publishes_nothing_rather_than_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent: list[bytes] = []
+    host = Host(clock=lambda: 0.0, sleep=lambda seconds: None, proc=tmp_path)
+
+    psi.publish_forever(host, ("127.0.0.1", 9), rounds=2, send=lambda datagram, address: sent.append(datagram))
+
+    assert sent == []
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_datagrams_are_plain_statsd_gauges() -> None:
