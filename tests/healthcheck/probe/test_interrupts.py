@@ -72,7 +72,7 @@ def test_sigterm_ends_a_watch_while_it_sleeps(server) -> None:
     assert process.stdout is not None
     first = process.stdout.readline()  # the first round has finished; now it sleeps
 
-    seconds, stdout, stderr = _interrupt(process, signal.SIGTERM)
+    seconds, _, stderr = _interrupt(process, signal.SIGTERM)
 
     assert "HEALTHY" in first
     assert seconds < EXIT_WITHIN_S, f"took {seconds:.2f}s to exit"

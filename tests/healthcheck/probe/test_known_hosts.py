@@ -73,9 +73,14 @@ def test_processes_adding_the_same_new_hosts_at_once_write_each_line_once(make_s
     targets = [f"{server.sshd.user}@127.0.0.1:{port}" for port in server.sshd.ports]
     command = [sys.executable, "-m", "healthcheck", "probe", "--json", "--timeout", "20", *server.args(*targets)]
 
+    # Frozen while the processes start, so that every one has read the (empty)
+    # file before any of them can add a key: they all find the hosts new at once.
+    server.sshd.freeze()
     processes = [
         subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)
     ]
+    time.sleep(4)
+    server.sshd.thaw()
     outcomes = [process.communicate(timeout=120) for process in processes]
 
     assert [process.returncode for process in processes] == [0] * 6, outcomes
