@@ -37,7 +37,7 @@ Tell in seconds whether training hosts answer SSH, and why not.
 Each TARGET goes through resolve, tcp, banner, auth and exec stages, each with
 its own share of --timeout, and the first stage that fails names the verdict:
 UNKNOWN_HOST, NOT_RUNNING, REFUSED, UNREACHABLE, HUNG (port open, sshd silent:
-the frozen-host incident), NOT_SSH, HOSTKEY_UNKNOWN, HOSTKEY_MISMATCH,
+the frozen-host incident), NOT_SSH, HOSTKEY_UNKNOWN, HOSTKEY_MISMATCH, HOSTKEY_REVOKED,
 AUTH_FAILED, SSH_ERROR, EXEC_HANG. A host that passes every stage is HEALTHY,
 or DEGRADED when a vital is past its threshold.
 """
