@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,22 @@ def _start(*argv: str) -> subprocess.Popen[str]:
     )
 
 
+def _wait_until_queued(port: int, timeout: float = 30.0) -> None:
+    """Until a connection waits in the accept queue of the (frozen) listener on `port`: the probe is mid-round.
+
+    For a listening socket, /proc/net/tcp's rx_queue is its accept queue's length.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, queues = int(fields[1].split(":")[1], 16), fields[3], fields[4]
+            if local_port == port and state == "0A" and int(queues.split(":")[1], 16) > 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no probe connection reached port {port} within {timeout}s")
+
+
 def _interrupt(process: subprocess.Popen[str], signum: int) -> tuple[float, str, str]:
     """Send `signum`; return how long the process took to exit, and its output."""
     sent = time.monotonic()
@@ -40,7 +57,8 @@ def test_a_signal_ends_a_probe_at_once_and_prints_what_finished(make_server, sig
     live, frozen = make_server(), make_server()
     frozen.sshd.freeze()
     process = _start("--no-login", "--timeout", "30", f"127.0.0.1:{live.port}", f"127.0.0.1:{frozen.port}")
-    time.sleep(2.5)  # the live target answers in milliseconds; the frozen one would take 18 s
+    _wait_until_queued(frozen.port)
+    time.sleep(0.5)  # the live target answers in milliseconds; the frozen one would take 18 s
 
     seconds, stdout, stderr = _interrupt(process, signum)
 
@@ -56,7 +74,7 @@ def test_ctrl_c_ends_a_watch_at_once(make_server) -> None:
     frozen = make_server()
     frozen.sshd.freeze()
     process = _start("--watch", "60", "--json", "--no-login", "--timeout", "30", f"127.0.0.1:{frozen.port}")
-    time.sleep(2.5)
+    _wait_until_queued(frozen.port)
 
     seconds, stdout, stderr = _interrupt(process, signal.SIGINT)
 
