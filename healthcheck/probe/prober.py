@@ -6,9 +6,9 @@ ones after it and a frozen host is called HUNG before the budget runs out.
 
     stage    share of --timeout   fails as
     resolve  0.25                 UNKNOWN_HOST (NOT_RUNNING for a stopped instance)
-    tcp      0.50                 REFUSED, UNREACHABLE
-    banner   0.60                 HUNG, NOT_SSH
-    auth     0.80                 HOSTKEY_MISMATCH, HOSTKEY_UNKNOWN, AUTH_FAILED, HUNG
+    tcp      0.50                 REFUSED, UNREACHABLE, HUNG (a silent port on a live host)
+    banner   0.60                 HUNG, NOT_SSH, REFUSED (a busy sshd, resets)
+    auth     0.80                 HOSTKEY_MISMATCH, HOSTKEY_REVOKED, HOSTKEY_UNKNOWN, AUTH_FAILED, HUNG
     exec     1.00 (what is left)  EXEC_HANG
 
 A watchdog shuts the socket down when the overall deadline passes, which ends
