@@ -293,8 +293,8 @@ def watch(
         while rounds is None or completed < rounds:
             started = time.monotonic()
             results = plan.run_round()
+            completed += 1  # before printing, so a signal during the print counts this round
             show(results)
-            completed += 1
             if rounds is None or completed < rounds:
                 sleep(max(0.0, interval - (time.monotonic() - started)))
     except RoundInterrupted as interrupted:
