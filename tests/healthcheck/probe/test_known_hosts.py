@@ -86,3 +86,22 @@ def test_processes_adding_the_same_new_hosts_at_once_write_each_line_once(make_s
     assert [process.returncode for process in processes] == [0] * 6, outcomes
     lines = server.known_hosts.read_text().splitlines()
     assert sorted(lines) == sorted(server.sshd.known_hosts_line(port) for port in server.sshd.ports)
+
+
+def test_hashed_names_and_wildcards_match_as_in_openssh(server, run_cli) -> None:
+    """Our own parser must still read what ssh-keygen -H writes, and `*` patterns with `!` negation."""
+    server.known_hosts.write_text(server.sshd.known_hosts_line(server.port) + "\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(server.known_hosts)], check=True, capture_output=True)
+    assert server.known_hosts.read_text().startswith("|1|")
+
+    hashed = run_cli("probe", "--json", "--host-key-policy", "strict", *server.args(server.target))
+
+    key = server.sshd.known_hosts_line(server.port).split(" ", 1)[1]
+    server.known_hosts.write_text(f"[127.0.0.*]:*,!other {key}\n")
+    wildcard = run_cli("probe", "--json", "--host-key-policy", "strict", *server.args(server.target))
+    server.known_hosts.write_text(f"[127.0.0.*]:*,![127.0.0.1]:{server.port} {key}\n")
+    negated = run_cli("probe", "--json", "--host-key-policy", "strict", *server.args(server.target))
+
+    assert hashed.result["verdict"] == "HEALTHY", hashed.result
+    assert wildcard.result["verdict"] == "HEALTHY", wildcard.result
+    assert negated.result["verdict"] == "HOSTKEY_UNKNOWN", negated.result
