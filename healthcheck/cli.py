@@ -8,12 +8,16 @@ that command runs, so the package starts on a bare Python.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import TextIO
 
 from healthcheck import __version__
-from healthcheck.errors import UsageError
+from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
 from healthcheck.guard import launch as launch_command
 from healthcheck.probe import command as probe_command
 from healthcheck.remediation import command as reboot_command
@@ -38,15 +42,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the command line; returns the exit status instead of exiting."""
+    """Run the command line; returns the exit status instead of exiting.
+
+    Ctrl-C exits 130 and SIGTERM 143 (128 + the signal's number, as shells
+    report them), with one line on stderr and no traceback; a command that
+    was interrupted mid-run prints what had finished first.
+    """
     out = out or sys.stdout
+    with _sigterm_raises():
+        try:
+            args = build_parser().parse_args(argv)
+            return int(args.run(args, out))
+        except UsageError as error:
+            print(f"healthcheck: error: {error}", file=sys.stderr)
+            return Status.UNKNOWN
+        except (KeyboardInterrupt, Terminated) as cause:
+            print(f"healthcheck: interrupted by {signal_name(cause)}", file=sys.stderr)
+            return interrupted_exit_status(cause)
+        except SystemExit as exit_request:  # --help and --version
+            return exit_request.code if isinstance(exit_request.code, int) else Status.UNKNOWN
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While a command runs, SIGTERM raises Terminated in the main thread, as SIGINT raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        args = build_parser().parse_args(argv)
-        return int(args.run(args, out))
-    except UsageError as error:
-        print(f"healthcheck: error: {error}", file=sys.stderr)
-        return Status.UNKNOWN
-    except KeyboardInterrupt:
-        return Status.UNKNOWN
-    except SystemExit as exit_request:  # --help and --version
-        return exit_request.code if isinstance(exit_request.code, int) else Status.UNKNOWN
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -82,8 +82,8 @@ class Server:
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[ThrowawaySshd] = []
 
-    def make(ports: int = 1, extra_config: str = "", key_options: str = "") -> Server:
-        sshd = ThrowawaySshd(ports=ports, extra_config=extra_config)
+    def make(ports: int = 1, extra_config: str = "", key_options: str = "", max_startups: str = "1000") -> Server:
+        sshd = ThrowawaySshd(ports=ports, extra_config=extra_config, max_startups=max_startups)
         started.append(sshd)
         key = sshd.add_client_key("id_client", key_options)
         sshd.start()

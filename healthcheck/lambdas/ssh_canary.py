@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from healthcheck.probe.deadline import Deadline
-from healthcheck.probe.stages import StageFailed, connect, exchange_identification, resolve
+from healthcheck.probe.stages import SshdBusy, StageFailed, connect, exchange_identification, resolve
 from healthcheck.remediation.policy import managed_tag
 
 NAMESPACE = "Trainguard"
@@ -65,6 +65,9 @@ def banner_sample(target: Target, timeout: float, clock: Callable[[], float] = t
             identification = exchange_identification(sock, deadline)
         finally:
             sock.close()
+    except SshdBusy as busy:
+        # sshd answered to turn us away (MaxStartups): it is alive, so the host is responsive.
+        return Sample(target.instance_id, True, clock() - started, busy.detail)
     except StageFailed as failure:
         return Sample(target.instance_id, False, clock() - started, f"{failure.verdict.value}: {failure.detail}")
     return Sample(target.instance_id, True, clock() - started, identification.server_id)

@@ -7,13 +7,14 @@ parser is built, so the package's command line starts on a bare Python.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
-from healthcheck.errors import UsageError
+from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
 from healthcheck.probe import ec2
 from healthcheck.probe.render import as_json, overall_status, report, watch_line
 from healthcheck.probe.targets import parse_port
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from healthcheck.probe.verdict import Result
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 DEFAULT_PARALLEL = 128
 
 DESCRIPTION = """\
@@ -35,7 +37,7 @@ Tell in seconds whether training hosts answer SSH, and why not.
 Each TARGET goes through resolve, tcp, banner, auth and exec stages, each with
 its own share of --timeout, and the first stage that fails names the verdict:
 UNKNOWN_HOST, NOT_RUNNING, REFUSED, UNREACHABLE, HUNG (port open, sshd silent:
-the frozen-host incident), NOT_SSH, HOSTKEY_UNKNOWN, HOSTKEY_MISMATCH,
+the frozen-host incident), NOT_SSH, HOSTKEY_UNKNOWN, HOSTKEY_MISMATCH, HOSTKEY_REVOKED,
 AUTH_FAILED, SSH_ERROR, EXEC_HANG. A host that passes every stage is HEALTHY,
 or DEGRADED when a vital is past its threshold.
 """
@@ -47,7 +49,8 @@ targets:
   i-0123456789abcdef0  an EC2 instance, looked up with boto3 (public address, or --private)
 
 exit status (Nagios): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN or bad input;
-the most significant state over all targets.
+the most significant state over all targets. Ctrl-C exits 130 and SIGTERM 143,
+after printing the results that had finished.
 """
 
 
@@ -100,7 +103,11 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="FILE",
         help="private key to offer (repeatable); only these are offered",
     )
-    probe.add_argument("--known-hosts", default="~/.ssh/known_hosts", metavar="FILE", help="default: %(default)s")
+    probe.add_argument(
+        "--known-hosts",
+        metavar="FILE",
+        help=f"default: {DEFAULT_KNOWN_HOSTS}; a FILE in a directory that does not exist is an error",
+    )
     probe.add_argument(
         "--host-key-policy",
         choices=["strict", "accept-new"],
@@ -121,7 +128,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "--watch",
         type=_number(float, 1, 86400, "--watch"),
         metavar="SECONDS",
-        help="probe every SECONDS and print one timestamped line per state change, until Ctrl-C",
+        help="probe every SECONDS and print one timestamped line per state change, until Ctrl-C or SIGTERM",
     )
     probe.add_argument(
         "--rounds",
@@ -170,12 +177,30 @@ def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_probe(args: argparse.Namespace, out: TextIO) -> int:
+    if args.rounds is not None and args.watch is None:
+        raise UsageError("--rounds counts --watch rounds: add --watch SECONDS, or drop --rounds")
     plan = Plan.from_args(args)
     if args.watch is None:
-        results = plan.run_round()
+        from healthcheck.probe.prober import RoundInterrupted
+
+        try:
+            results = plan.run_round()
+        except RoundInterrupted as interrupted:
+            if interrupted.finished:
+                print(as_json(interrupted.finished) if args.json else report(interrupted.finished), file=out)
+            return _interrupted(
+                interrupted.cause, f"{len(interrupted.finished)} of {len(plan.jobs)} targets finished", out
+            )
         print(as_json(results) if args.json else report(results), file=out)
         return overall_status(results)
     return watch(plan, args.watch, args.rounds, args.json, out)
+
+
+def _interrupted(cause: KeyboardInterrupt | Terminated, progress: str, out: TextIO) -> int:
+    """The line that says the run was cut short, on stderr so that --json output stays parseable."""
+    out.flush()
+    print(f"healthcheck: interrupted by {signal_name(cause)}: {progress}", file=sys.stderr, flush=True)
+    return interrupted_exit_status(cause)
 
 
 class Plan:
@@ -202,7 +227,11 @@ class Plan:
         if not args.no_login:
             from healthcheck.probe.credentials import HostKeyPolicy, KnownHosts, keys_for
 
-            known_hosts = KnownHosts(args.known_hosts, HostKeyPolicy(args.host_key_policy))
+            known_hosts = KnownHosts(
+                args.known_hosts or DEFAULT_KNOWN_HOSTS,
+                HostKeyPolicy(args.host_key_policy),
+                create_directory=args.known_hosts is None,
+            )
             jobs = [Job(target, keys_for(target, explicit=bool(args.identity))) for target in targets]
         settings = ProbeSettings(
             timeout=args.timeout,
@@ -241,23 +270,36 @@ def watch(
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Probe every `interval` seconds; print a line when a target's verdict changes."""
+    """Probe every `interval` seconds; print a line when a target's verdict changes.
+
+    Ctrl-C or SIGTERM ends it at once, whether probing or sleeping: the lines
+    of the probes that had finished, then the interruption on stderr.
+    """
+    from healthcheck.probe.prober import RoundInterrupted
+
     previous: dict[str, Result] = {}
     results: list[Result] = []
     completed = 0
+
+    def show(results: list[Result]) -> None:
+        now = datetime.now(timezone.utc)
+        for result in results:
+            before = previous.get(result.target)
+            if before is None or before.verdict is not result.verdict:
+                print(watch_line(now, result, before, as_json_lines), file=out, flush=True)
+            previous[result.target] = result
+
     try:
         while rounds is None or completed < rounds:
             started = time.monotonic()
             results = plan.run_round()
-            now = datetime.now(timezone.utc)
-            for result in results:
-                before = previous.get(result.target)
-                if before is None or before.verdict is not result.verdict:
-                    print(watch_line(now, result, before, as_json_lines), file=out, flush=True)
-                previous[result.target] = result
-            completed += 1
+            completed += 1  # before printing, so a signal during the print counts this round
+            show(results)
             if rounds is None or completed < rounds:
                 sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        pass
+    except RoundInterrupted as interrupted:
+        show(interrupted.finished)
+        return _interrupted(interrupted.cause, f"{completed} rounds completed", out)
+    except (KeyboardInterrupt, Terminated) as cause:
+        return _interrupted(cause, f"{completed} rounds completed", out)
     return overall_status(results) if results else Status.UNKNOWN

@@ -6,10 +6,20 @@ file is bad input, reported in one line, rather than a failure per target.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import fcntl
 import functools
+import hashlib
+import hmac
 import os
+import re
+import struct
+import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -89,21 +99,150 @@ def host_key_id(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-class KnownHosts:
-    """An OpenSSH known_hosts file, shared by concurrent probes; new keys are appended."""
+@dataclass(frozen=True)
+class HostKeyEntry:
+    """One usable known_hosts line: its marker (None, @revoked or @cert-authority), host patterns and key."""
 
-    def __init__(self, path: str, policy: HostKeyPolicy) -> None:
+    marker: str | None
+    patterns: tuple[str, ...]
+    key: paramiko.PKey
+
+    def matches(self, name: str) -> bool:
+        """Whether the line names `name`, as OpenSSH matches it: hashes, wildcards, `!` negation."""
+        matched = False
+        for pattern in self.patterns:
+            negated = pattern.startswith("!")
+            if _pattern_matches(pattern.removeprefix("!"), name):
+                if negated:
+                    return False
+                matched = True
+        return matched
+
+
+def parse_known_hosts(text: bytes, source: str, warn: Callable[[str], None]) -> list[HostKeyEntry]:
+    """The usable lines of a known_hosts file (sshd(8), SSH_KNOWN_HOSTS FILE FORMAT).
+
+    As OpenSSH does, a corrupt line (bad base64, a truncated key, a bad |1|
+    hash) is skipped, and `warn` is told once; a key type the SSH library does
+    not know is skipped quietly, since OpenSSH may well use it.
+    """
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            entry = _parse_line(line)
+        except _CorruptLine as corrupt:
+            warn(f"{source}:{number}: {corrupt}; line ignored")
+            continue
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+class _CorruptLine(Exception):
+    pass
+
+
+def _parse_line(line: str) -> HostKeyEntry | None:
+    fields = line.split()
+    marker = None
+    if fields[0].startswith("@"):
+        marker = fields.pop(0)
+        if marker not in (REVOKED, CERT_AUTHORITY):
+            raise _CorruptLine(f"unknown marker {marker!r}")
+    if len(fields) < 3:
+        raise _CorruptLine("expected host names, a key type and a key")
+    hosts, key_type, key_b64 = fields[:3]
+    patterns = tuple(hosts.split(","))
+    for pattern in patterns:
+        if pattern.startswith(HASHED) and _hashed(pattern) is None:
+            raise _CorruptLine("bad hashed host name")
+    try:
+        blob = base64.b64decode(key_b64, validate=True)
+    except binascii.Error:
+        raise _CorruptLine(f"bad base64 in the {key_type} key") from None
+    try:
+        key = paramiko.PKey.from_type_string(key_type, blob)
+    except paramiko.pkey.UnknownKeyType:
+        return None
+    except _MALFORMED_KEY as error:
+        raise _CorruptLine(f"bad {key_type} key ({type(error).__name__})") from None
+    # paramiko pads a truncated blob with zeros and loads a different key;
+    # OpenSSH rejects a blob that does not encode exactly one key.
+    if key.asbytes() != blob:
+        raise _CorruptLine(f"truncated or malformed {key_type} key")
+    return HostKeyEntry(marker, patterns, key)
+
+
+# What paramiko and the libraries under it raise for a malformed key blob.
+_MALFORMED_KEY = (paramiko.SSHException, ValueError, TypeError, IndexError, OSError, struct.error)
+
+
+HASHED = "|1|"
+REVOKED = "@revoked"
+CERT_AUTHORITY = "@cert-authority"
+
+
+def _hashed(pattern: str) -> tuple[bytes, bytes] | None:
+    """Salt and HMAC-SHA1 of a hashed host name (|1|salt|hash), or None if it is malformed."""
+    parts = pattern[len(HASHED) :].split("|")
+    if len(parts) != 2:
+        return None
+    try:
+        salt, digest = (base64.b64decode(part, validate=True) for part in parts)
+    except binascii.Error:
+        return None
+    return (salt, digest) if len(digest) == hashlib.sha1().digest_size else None
+
+
+def _pattern_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith(HASHED):
+        salt_digest = _hashed(pattern)
+        if salt_digest is None:
+            return False
+        salt, digest = salt_digest
+        return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
+    # Only * and ? are wildcards; "[host]:port" brackets are literal.
+    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(expression, name, flags=re.IGNORECASE) is not None
+
+
+def _warn_on_stderr(message: str) -> None:
+    print(f"healthcheck: warning: {message}", file=sys.stderr)
+
+
+class KnownHosts:
+    """An OpenSSH known_hosts file, shared by concurrent probes and processes; new keys are appended."""
+
+    def __init__(
+        self,
+        path: str,
+        policy: HostKeyPolicy,
+        *,
+        create_directory: bool = False,
+        warn: Callable[[str], None] = _warn_on_stderr,
+    ) -> None:
         self.path = Path(path).expanduser()
         self.policy = policy
-        self._keys = paramiko.HostKeys()
+        self._create_directory = create_directory
         self._lock = threading.Lock()
+        if not create_directory and not self.path.parent.is_dir():
+            raise UsageError(
+                f"known_hosts file {path}: directory {self.path.parent} does not exist: "
+                "create it, or pass --known-hosts in an existing directory"
+            )
         try:
-            if self.path.exists():
-                self._keys.load(str(self.path))
-        except (OSError, UnicodeDecodeError) as error:
+            text = self.path.read_bytes() if self.path.exists() else b""
+        except OSError as error:
             raise UsageError(
                 f"known_hosts file {path} cannot be read ({error}): fix it or pass --known-hosts"
             ) from None
+        self._entries = parse_known_hosts(text, str(self.path), warn)
+
+    def _known(self, name: str, marker: str | None = None) -> list[paramiko.PKey]:
+        return [entry.key for entry in self._entries if entry.marker == marker and entry.matches(name)]
 
     def preferred_algorithms(self, host: str, port: int, offered: tuple[str, ...]) -> tuple[str, ...]:
         """The client's host-key algorithms, those we already hold a key for first.
@@ -112,8 +251,7 @@ class KnownHosts:
         look changed; OpenSSH orders its algorithms the same way.
         """
         with self._lock:
-            known = self._keys.lookup(host_key_id(host, port))
-            known_types = list(known.keys()) if known else []
+            known_types = list(dict.fromkeys(key.get_name() for key in self._known(host_key_id(host, port))))
         first = [alg for key_type in known_types for alg in _ALGORITHMS_FOR_KEY_TYPE.get(key_type, (key_type,))]
         preferred = [alg for alg in first if alg in offered]
         return tuple(preferred + [alg for alg in offered if alg not in preferred])
@@ -125,11 +263,16 @@ class KnownHosts:
         """
         name = host_key_id(host, port)
         with self._lock:
-            known = self._keys.lookup(name)
+            if any(revoked == key for revoked in self._known(name, REVOKED)):
+                raise StageFailed(
+                    Verdict.HOSTKEY_REVOKED,
+                    f"{name} offered {key.get_name()} {key.fingerprint}, which {self.path} marks @revoked",
+                )
+            known = self._known(name)
             if known:
-                if known.get(key.get_name()) == key:
+                if any(stored == key for stored in known):
                     return f"host key {key.fingerprint} matches known_hosts"
-                expected = ", ".join(sorted(stored.fingerprint for stored in known.values()))
+                expected = ", ".join(sorted({stored.fingerprint for stored in known}))
                 raise StageFailed(
                     Verdict.HOSTKEY_MISMATCH,
                     f"{name} offered {key.get_name()} {key.fingerprint}; known_hosts ({self.path}) holds {expected}",
@@ -139,12 +282,33 @@ class KnownHosts:
                     Verdict.HOSTKEY_UNKNOWN,
                     f"{name} is not in {self.path} ({key.get_name()} {key.fingerprint})",
                 )
-            self._keys.add(name, key.get_name(), key)
+            self._entries.append(HostKeyEntry(None, (name,), key))
             try:
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                with self.path.open("a") as known_hosts:
-                    known_hosts.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+                added = self._append(name, key)
             except OSError as error:
                 # As OpenSSH does: trust it for this run and say it was not saved.
                 return f"new host key {key.fingerprint} trusted, but not saved to {self.path}: {error}"
+            if not added:
+                return f"new host key {key.fingerprint} trusted; another process had just added it to {self.path}"
             return f"new host key {key.fingerprint} added to {self.path}"
+
+    def _append(self, name: str, key: paramiko.PKey) -> bool:
+        """Append `name key` unless the file already holds it; False if it did.
+
+        An exclusive flock makes concurrent probes, in this process or others,
+        take turns: each reads the file afresh under the lock, so none adds a
+        line another just wrote, and a file without a final newline gets one first.
+        """
+        if self._create_directory:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self.path.open("a+b") as known_hosts:
+            fcntl.flock(known_hosts, fcntl.LOCK_EX)
+            known_hosts.seek(0)
+            text = known_hosts.read()
+            current = parse_known_hosts(text, str(self.path), lambda _: None)
+            if any(entry.marker is None and entry.matches(name) and entry.key == key for entry in current):
+                return False
+            separator = b"\n" if text and not text.endswith(b"\n") else b""
+            known_hosts.write(separator + f"{name} {key.get_name()} {key.get_base64()}\n".encode())
+            known_hosts.flush()
+        return True

@@ -6,6 +6,7 @@ a third of a second that a plain probe should not pay.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -76,10 +77,14 @@ def look_up(client: EC2Client, instance_ids: list[str]) -> dict[str, Lookup]:
 
 
 def make_client(region: str | None, timeout: float) -> EC2Client:
-    """An EC2 client whose every call is bounded: short timeouts and one retry."""
+    """An EC2 client whose every call is bounded: short timeouts and one retry.
+
+    The region is --region, else AWS_REGION (which the AWS SDKs and CLI v2
+    read first), else AWS_DEFAULT_REGION or the AWS config, which boto3 reads.
+    """
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import NoRegionError
+    from botocore.exceptions import InvalidRegionError, NoRegionError
 
     config = Config(
         connect_timeout=max(timeout, 1.0),
@@ -87,9 +92,16 @@ def make_client(region: str | None, timeout: float) -> EC2Client:
         retries={"max_attempts": 2, "mode": "standard"},
     )
     try:
-        return boto3.client("ec2", region_name=region, config=config)
+        return boto3.client("ec2", region_name=region or os.environ.get("AWS_REGION") or None, config=config)
     except NoRegionError:
-        raise UsageError("no AWS region to look up instances in: pass --region or set AWS_REGION") from None
+        raise UsageError(
+            "no AWS region to look up instances in: pass --region, or set AWS_REGION or AWS_DEFAULT_REGION"
+        ) from None
+    except InvalidRegionError:
+        raise UsageError(
+            f"{region or os.environ.get('AWS_REGION')!r} is not a valid AWS region name: "
+            "pass one like eu-west-1 with --region, AWS_REGION or AWS_DEFAULT_REGION"
+        ) from None
 
 
 def describe(client: EC2Client, instance_ids: list[str]) -> dict[str, Instance]:

@@ -6,9 +6,9 @@ ones after it and a frozen host is called HUNG before the budget runs out.
 
     stage    share of --timeout   fails as
     resolve  0.25                 UNKNOWN_HOST (NOT_RUNNING for a stopped instance)
-    tcp      0.50                 REFUSED, UNREACHABLE
-    banner   0.60                 HUNG, NOT_SSH
-    auth     0.80                 HOSTKEY_MISMATCH, HOSTKEY_UNKNOWN, AUTH_FAILED, HUNG
+    tcp      0.50                 REFUSED, UNREACHABLE, HUNG (a silent port on a live host)
+    banner   0.60                 HUNG, NOT_SSH, REFUSED (a busy sshd, resets)
+    auth     0.80                 HOSTKEY_MISMATCH, HOSTKEY_REVOKED, HOSTKEY_UNKNOWN, AUTH_FAILED, HUNG
     exec     1.00 (what is left)  EXEC_HANG
 
 A watchdog shuts the socket down when the overall deadline passes, which ends
@@ -19,22 +19,26 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import queue
 import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import tenacity
 
+from healthcheck.errors import Terminated
 from healthcheck.probe.deadline import Clock, Deadline
 from healthcheck.probe.ec2 import Lookup
 from healthcheck.probe.stages import (
+    ConnectTimedOut,
     Identification,
+    SshdBusy,
     StageFailed,
     TransientFailure,
+    abandon,
     connect,
     exchange_identification,
     resolve,
@@ -59,6 +63,12 @@ TIMEOUT_VERDICTS = {
 }
 # nvidia-smi gets this share of the exec stage, so a wedged GPU is not a hung host.
 GPU_QUERY_SHARE = 0.5
+# When the SSH port does not answer the TCP handshake, one connect to another
+# port tells a host whose kernel is alive (any answer: a reset or an accept)
+# from one that is down. A frozen sshd's full listen queue silences only its port.
+KERNEL_CHECK_PORTS = (1, 2)
+KERNEL_CHECK_SECONDS = 1.0
+QUEUE_FULL = "consistent with a frozen sshd whose listen queue is full"
 
 T = TypeVar("T")
 
@@ -82,6 +92,15 @@ class Job:
     target: Target
     keys: tuple[paramiko.PKey, ...] = ()
     lookup: Lookup | None = None
+
+
+class RoundInterrupted(Exception):
+    """Ctrl-C or SIGTERM while a round ran: the results that had finished, and the signal."""
+
+    def __init__(self, finished: list[Result], cause: KeyboardInterrupt | Terminated) -> None:
+        super().__init__(f"interrupted with {len(finished)} results finished")
+        self.finished = finished
+        self.cause = cause
 
 
 class _Timeline:
@@ -131,7 +150,7 @@ def probe(job: Job, settings: ProbeSettings, clock: Clock = time.monotonic) -> R
             lambda deadline: _resolve(target, settings, lookup, deadline),
             extra_seconds=lookup.seconds if lookup else 0.0,
         )
-        sock, identification = _handshake(timeline, addresses)
+        sock, identification = _handshake(timeline, addresses, lookup)
         if settings.login:
             watchdog = _start_watchdog(sock, overall)
             vitals = _login_and_exec(timeline, job, settings, host=host, sock=sock, identification=identification)
@@ -140,7 +159,9 @@ def probe(job: Job, settings: ProbeSettings, clock: Clock = time.monotonic) -> R
     finally:
         if watchdog is not None:
             watchdog.cancel()
-        if sock is not None:
+        if sock is not None and failure:
+            abandon(sock)
+        elif sock is not None:
             sock.close()
     return conclude(
         target=target.label,
@@ -154,11 +175,37 @@ def probe(job: Job, settings: ProbeSettings, clock: Clock = time.monotonic) -> R
 
 
 def probe_all(jobs: list[Job], settings: ProbeSettings, parallel: int) -> list[Result]:
-    """Probe every target concurrently in a bounded pool; results keep the jobs' order."""
-    if not jobs:
-        return []
-    with ThreadPoolExecutor(max_workers=min(parallel, len(jobs)), thread_name_prefix="probe") as pool:
-        return list(pool.map(lambda job: probe(job, settings), jobs))
+    """Probe every target concurrently, at most `parallel` at once; results keep the jobs' order.
+
+    The probes run in daemon threads and the calling (main) thread only waits,
+    so Ctrl-C or SIGTERM ends the round at once: RoundInterrupted carries what
+    had finished, and nothing waits for the probes still in flight.
+    """
+    results: list[Result | None] = [None] * len(jobs)
+    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(jobs)):
+        pending.put(index)
+    finished = threading.Semaphore(0)
+    stopping = threading.Event()
+
+    def work() -> None:
+        while not stopping.is_set():
+            try:
+                index = pending.get_nowait()
+            except queue.Empty:
+                return
+            results[index] = probe(jobs[index], settings)
+            finished.release()
+
+    for _ in range(min(parallel, len(jobs))):
+        threading.Thread(target=work, name="probe", daemon=True).start()
+    try:
+        for _ in jobs:
+            finished.acquire()
+    except (KeyboardInterrupt, Terminated) as cause:
+        stopping.set()
+        raise RoundInterrupted([result for result in results if result is not None], cause) from None
+    return [result for result in results if result is not None]
 
 
 def _resolve(
@@ -187,23 +234,30 @@ def _resolve(
 
 
 def _handshake(
-    timeline: _Timeline, addresses: list[tuple[int, tuple[str, int]]]
+    timeline: _Timeline, addresses: list[tuple[int, tuple[str, int]]], lookup: Lookup | None
 ) -> tuple[socket.socket, Identification]:
-    """tcp then banner, retried with backoff on transient resets while time remains.
+    """tcp then banner, retried with backoff on resets and busy refusals while time remains.
 
     HUNG and timeouts are never retried: waiting again inside the same budget
     would only hide the freeze. Only the last attempt's stages are reported,
-    with the number of attempts in their detail.
+    with the number of attempts in their detail and in the summary.
     """
     overall = timeline.overall
     first_stage = len(timeline.stages)
     attempts = itertools.count(1)
+    causes: list[str] = []
 
     def attempt() -> tuple[socket.socket, Identification]:
         number = next(attempts)
         del timeline.stages[first_stage:]
-        note = f" (attempt {number}, after a reset)" if number > 1 else ""
-        sock = timeline.run("tcp", lambda deadline: _connected(connect(addresses, deadline)), note=note)
+        note = f" (attempt {number}, after {_retry_causes(causes)})" if number > 1 else ""
+        try:
+            sock = timeline.run("tcp", lambda deadline: _connected(connect(addresses, deadline)), note=note)
+        except ConnectTimedOut as timed_out:
+            raise _explain_silent_port(timed_out, addresses, overall, lookup) from None
+        except TransientFailure:
+            causes.append("a reset")
+            raise
 
         def identify(deadline: Deadline) -> tuple[Identification, str]:
             identification = exchange_identification(sock, deadline)
@@ -211,8 +265,10 @@ def _handshake(
 
         try:
             return sock, timeline.run("banner", identify, note=note)
-        except StageFailed:
-            sock.close()
+        except StageFailed as failure:
+            abandon(sock)
+            if isinstance(failure, TransientFailure):
+                causes.append("a busy refusal" if isinstance(failure, SshdBusy) else "a reset")
             raise
 
     retrying = tenacity.Retrying(
@@ -221,12 +277,73 @@ def _handshake(
         stop=lambda state: overall.remaining() <= (state.upcoming_sleep or 0.0) + 0.1,
         reraise=True,
     )
-    return retrying(attempt)
+    try:
+        return retrying(attempt)
+    except TransientFailure as last:
+        count = len(causes)
+        raise StageFailed(last.verdict, last.detail + (f" ({count} attempts)" if count > 1 else "")) from None
+
+
+def _retry_causes(causes: list[str]) -> str:
+    return ", ".join(sorted(set(causes)))
 
 
 def _connected(sock: socket.socket) -> tuple[socket.socket, str]:
-    address, port = sock.getpeername()[:2]
+    try:
+        address, port = sock.getpeername()[:2]
+    except OSError:
+        # ENOTCONN: the peer reset the connection right after accepting it.
+        abandon(sock)
+        raise TransientFailure(Verdict.REFUSED, "connection reset by peer right after it was accepted") from None
     return sock, f"connected to {address} port {port}"
+
+
+def _explain_silent_port(
+    timed_out: ConnectTimedOut,
+    addresses: list[tuple[int, tuple[str, int]]],
+    overall: Deadline,
+    lookup: Lookup | None,
+) -> StageFailed:
+    """A TCP handshake that timed out: HUNG when the host itself is known to be up, else UNREACHABLE.
+
+    A frozen sshd stops accepting; once its listen queue is full (128
+    connections, SSH_LISTEN_BACKLOG), the kernel drops new handshakes on its
+    port, so "port open, no banner" turns into silence while the host is fine.
+    """
+    family, (address, port) = addresses[0]
+    check_port = next(candidate for candidate in KERNEL_CHECK_PORTS if candidate != port)
+    answer = _kernel_answer(family, address, check_port, min(KERNEL_CHECK_SECONDS, overall.remaining()))
+    if answer is not None:
+        return StageFailed(
+            Verdict.HUNG,
+            f"{timed_out.detail}, yet the host's kernel answers ({answer}): {QUEUE_FULL}",
+        )
+    instance = lookup.instance if lookup else None
+    if instance and instance.state == "running" and (instance.system_status, instance.instance_status) == ("ok", "ok"):
+        return StageFailed(
+            Verdict.HUNG,
+            f"{timed_out.detail}; the port is silent while EC2 reports {instance.instance_id} running with "
+            f"its status checks passing: {QUEUE_FULL} (or a security group or firewall dropping port {port})",
+        )
+    return timed_out
+
+
+def _kernel_answer(family: int, address: str, port: int, timeout: float) -> str | None:
+    """How the host answered a TCP handshake on `port` within `timeout`, or None if it did not."""
+    if timeout <= 0:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+    except ConnectionRefusedError:
+        return f"port {port} refused a connection"
+    except OSError:
+        return None
+    else:
+        return f"port {port} accepted a connection"
+    finally:
+        abandon(sock)
 
 
 def _start_watchdog(sock: socket.socket, overall: Deadline) -> threading.Timer:

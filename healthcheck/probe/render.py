@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
 from healthcheck.probe.verdict import Result
 from healthcheck.status import Status, worst
+
+
+def printable(text: str) -> str:
+    """Text safe for a terminal: control and format characters (ESC, CR, BEL, bidi overrides) escaped.
+
+    Banners and errors come from the server; unescaped, an ESC sequence in
+    one could retitle, clear or rewrite the user's terminal.
+    """
+    return "".join(
+        char if unicodedata.category(char) not in ("Cc", "Cf") else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 def overall_status(results: Sequence[Result]) -> Status:
@@ -17,7 +30,10 @@ def overall_status(results: Sequence[Result]) -> Status:
 def table(results: Sequence[Result]) -> str:
     """One row per target."""
     header = ("TARGET", "STATUS", "VERDICT", "TIME", "SUMMARY")
-    rows = [(r.target, r.status.name, r.verdict.value, f"{r.duration_s:.2f}s", r.summary) for r in results]
+    rows = [
+        (printable(r.target), r.status.name, r.verdict.value, f"{r.duration_s:.2f}s", printable(r.summary))
+        for r in results
+    ]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
@@ -32,7 +48,7 @@ def details(results: Sequence[Result]) -> str:
         if result.status is Status.OK:
             continue
         lines = [
-            f"{result.target}: {result.verdict.value} ({result.status.name})",
+            f"{printable(result.target)}: {result.verdict.value} ({result.status.name})",
             f"  What it means: {result.verdict.meaning}",
             f"  Next step:     {result.verdict.next_step}",
             "  Stages:",
@@ -40,7 +56,7 @@ def details(results: Sequence[Result]) -> str:
         width = max(len(stage.name) for stage in result.stages) if result.stages else 0
         for stage in result.stages:
             mark = "ok  " if stage.ok else "FAIL"
-            lines.append(f"    {stage.name.ljust(width)}  {mark}  {stage.seconds:6.3f}s  {stage.detail}")
+            lines.append(f"    {stage.name.ljust(width)}  {mark}  {stage.seconds:6.3f}s  {printable(stage.detail)}")
         if result.ec2:
             lines.append(
                 "  EC2:           {instance_id} {state}, system status {system_status}, "
@@ -57,9 +73,11 @@ def report(results: Sequence[Result]) -> str:
 
 
 def as_json(results: Sequence[Result]) -> str:
+    """Strict JSON (no NaN or Infinity, which jq rejects): the vitals parser never lets one through."""
     return json.dumps(
         {"status": overall_status(results).name, "results": [result.as_dict() for result in results]},
         indent=2,
+        allow_nan=False,
     )
 
 
@@ -68,6 +86,9 @@ def watch_line(when: datetime, result: Result, previous: Result | None, as_json_
     stamp = when.isoformat(timespec="seconds").replace("+00:00", "Z")
     if as_json_line:
         entry = {"time": stamp, "previous": previous.verdict.value if previous else None, **result.as_dict()}
-        return json.dumps(entry)
+        return json.dumps(entry, allow_nan=False)
     change = f"{previous.verdict.value} -> {result.verdict.value}" if previous else result.verdict.value
-    return f"{stamp}  {result.target}  {change} ({result.status.name}, {result.duration_s:.2f}s)  {result.summary}"
+    return (
+        f"{stamp}  {printable(result.target)}  {change} ({result.status.name}, {result.duration_s:.2f}s)  "
+        + printable(result.summary)
+    )

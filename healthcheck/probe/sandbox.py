@@ -59,6 +59,7 @@ class ThrowawaySshd:
         workdir: Path | None = None,
         extra_config: str = "",
         skip_shell_rc: bool = True,
+        max_startups: str = "1000",
     ) -> None:
         if not Path(SSHD).exists():
             raise SandboxError(f"{SSHD} not found: install Debian's openssh-server (apt-get install openssh-server)")
@@ -73,6 +74,8 @@ class ThrowawaySshd:
         self.user = getpass.getuser()
         self.extra_config = extra_config
         self.skip_shell_rc = skip_shell_rc
+        # sshd keeps the first value of a keyword, so extra_config cannot override this one.
+        self.max_startups = max_startups
         self.process: subprocess.Popen[bytes] | None = None
         self.frozen = False
 
@@ -168,8 +171,8 @@ class ThrowawaySshd:
             + "UsePAM no\n"
             + "UseDNS no\n"
             + "PrintMotd no\n"
-            # Many probes at once must not be dropped as a connection flood.
-            + "MaxStartups 1000\n"
+            # Many probes at once must not be dropped as a connection flood (unless a test wants that).
+            + f"MaxStartups {self.max_startups}\n"
             + "LogLevel ERROR\n"
             # bash sources ~/.bashrc for commands run over ssh unless SHLVL says it
             # is nested. The sandbox logs in as the developer, whose ~/.bashrc (pyenv,

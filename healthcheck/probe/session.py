@@ -10,6 +10,7 @@ the socket down at the overall deadline.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 
@@ -19,6 +20,13 @@ from healthcheck.probe.credentials import KnownHosts
 from healthcheck.probe.deadline import Deadline
 from healthcheck.probe.stages import CLIENT_ID, Identification, StageFailed
 from healthcheck.probe.verdict import Verdict
+
+# paramiko logs its failures ("Exception (client): Invalid packet blocking" and
+# a traceback); with no handler, Python's last resort prints them on stderr.
+# The probe reports the same reason in the stage's detail instead.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 
 class ReplaySocket:
@@ -82,8 +90,7 @@ def authenticate(
         if not negotiated.wait(deadline.remaining()):
             raise StageFailed(Verdict.HUNG, f"key exchange did not finish within {deadline.budget:.1f}s")
         if not transport.is_active():
-            error = transport.get_exception()
-            raise StageFailed(Verdict.SSH_ERROR, f"key exchange failed: {error or 'connection closed'}")
+            raise StageFailed(Verdict.SSH_ERROR, f"key exchange failed: {_reason(transport.get_exception())}")
 
         server_key = transport.get_remote_server_key()
         trust = known_hosts.check(host, port, server_key)
@@ -110,6 +117,14 @@ def authenticate(
     except BaseException:
         transport.close()
         raise
+
+
+def _reason(error: BaseException | None) -> str:
+    """Why paramiko's transport stopped, in words even when its exception has none (an EOFError)."""
+    text = str(error) if error is not None else ""
+    if not text or isinstance(error, EOFError):
+        return "the server closed the connection during key exchange"
+    return text
 
 
 def run_script(transport: paramiko.Transport, script: str, deadline: Deadline) -> str:

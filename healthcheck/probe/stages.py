@@ -7,9 +7,11 @@ or raises StageFailed with the verdict its failure means.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
+import struct
 import threading
 from dataclasses import dataclass
 
@@ -20,10 +22,22 @@ from healthcheck.probe.verdict import Verdict
 # Sent first, as OpenSSH does: a server that waits for the client to speak
 # (an HTTP server, say) then answers and shows what it is.
 CLIENT_ID = f"SSH-2.0-trainguard_healthcheck_{__version__}"
-# RFC 4253 section 4.2: an identification line is at most 255 bytes.
-MAX_LINE = 255
-# Lines a server may send before its identification; more than this is not SSH.
-MAX_PRELUDE_BYTES = 8192
+# RFC 4253 section 4.2 lets a server send other lines before its identification.
+# OpenSSH's client (kex.c, kex_exchange_identification; limits in ssh.h) accepts
+# at most SSH_MAX_PRE_BANNER_LINES = 1024 such lines, each, like the
+# identification itself, at most SSH_MAX_BANNER_LEN = 8192 bytes. We accept
+# what OpenSSH accepts, and nothing more: past that, ssh would fail too.
+MAX_PRE_BANNER_LINES = 1024
+MAX_LINE_BYTES = 8192
+# What sshd writes before closing a connection it will not serve (sshd.c,
+# drop_connection): "Exceeded MaxStartups" up to OpenSSH 9.7, "Not allowed at
+# this time" since 9.8, for MaxStartups and PerSourcePenalties alike.
+SSHD_REFUSALS = (b"Exceeded MaxStartups", b"Not allowed at this time")
+BUSY = "sshd is refusing new connections (MaxStartups: too many unauthenticated connections)"
+# close() with SO_LINGER 0 sends a reset instead of a FIN: nothing lingers in
+# TIME_WAIT, and a frozen sshd that thaws finds a dead connection, not a client
+# to fork a child for.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class StageFailed(Exception):
@@ -39,12 +53,24 @@ class TransientFailure(StageFailed):
     """A failure worth retrying inside the deadline (a reset during the handshake)."""
 
 
+class SshdBusy(TransientFailure):
+    """sshd said it refuses new connections for now (MaxStartups, penalties): alive, busy, worth retrying."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(Verdict.REFUSED, f"{BUSY}: it sent {line!r}")
+
+
+class ConnectTimedOut(StageFailed):
+    """No answer at all to the TCP handshake: a host that is down, a firewall, or a full listen queue."""
+
+
 @dataclass(frozen=True)
 class Identification:
-    """The server's SSH identification line and every byte read to find it."""
+    """The server's SSH identification line, and every byte read from it on (for the SSH library)."""
 
     server_id: str
     received: bytes
+    prelude_lines: int = 0
 
 
 def resolve(host: str, port: int, deadline: Deadline) -> list[tuple[int, tuple[str, int]]]:
@@ -67,15 +93,16 @@ def resolve(host: str, port: int, deadline: Deadline) -> list[tuple[int, tuple[s
     def lookup() -> None:
         try:
             outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as error:
+        except (OSError, UnicodeError) as error:
+            # UnicodeError: the IDNA codec refuses the name (a label over 63 characters).
             outcome.append(error)
         done.set()
 
-    threading.Thread(target=lookup, name=f"resolve-{host}", daemon=True).start()
+    threading.Thread(target=lookup, name="resolve", daemon=True).start()
     if not done.wait(deadline.remaining()):
         raise StageFailed(Verdict.UNKNOWN_HOST, f"DNS lookup of {host} timed out")
     answer = outcome[0]
-    if isinstance(answer, OSError):
+    if isinstance(answer, (OSError, UnicodeError)):
         reason = answer.strerror if isinstance(answer, socket.gaierror) else str(answer)
         raise StageFailed(Verdict.UNKNOWN_HOST, f"cannot resolve {host}: {reason}")
     assert isinstance(answer, list)
@@ -83,31 +110,46 @@ def resolve(host: str, port: int, deadline: Deadline) -> list[tuple[int, tuple[s
 
 
 def connect(addresses: list[tuple[int, tuple[str, int]]], deadline: Deadline) -> socket.socket:
-    """A TCP connection to the first address that accepts one before the deadline."""
-    failure = StageFailed(Verdict.UNREACHABLE, "no address to connect to")
+    """A TCP connection to the first address that accepts one before the deadline.
+
+    "Refused" and "reset" both mean the host answered: REFUSED, and a reset is
+    worth retrying (a server that accepts and resets at once may be restarting).
+    """
+    failure: StageFailed = StageFailed(Verdict.UNREACHABLE, "no address to connect to")
     for family, sockaddr in addresses:
         if deadline.expired:
             break
+        where = f"{sockaddr[0]} port {sockaddr[1]}"
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(deadline.remaining())
         try:
             sock.connect(sockaddr)
-        except ConnectionRefusedError:
-            failure = StageFailed(Verdict.REFUSED, f"{sockaddr[0]} port {sockaddr[1]}: connection refused")
-        except TimeoutError:
-            failure = StageFailed(
-                Verdict.UNREACHABLE,
-                f"{sockaddr[0]} port {sockaddr[1]}: no answer within {deadline.budget:.1f}s",
-            )
-        except OSError as error:
-            no_route = error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
-            reason = "no route to host" if no_route else (error.strerror or str(error))
-            failure = StageFailed(Verdict.UNREACHABLE, f"{sockaddr[0]} port {sockaddr[1]}: {reason}")
-        else:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except ConnectionRefusedError:
+            failure = StageFailed(Verdict.REFUSED, f"{where}: connection refused")
+        except (ConnectionResetError, ConnectionAbortedError):
+            failure = TransientFailure(Verdict.REFUSED, f"{where}: connection reset by peer")
+        except TimeoutError:
+            failure = ConnectTimedOut(Verdict.UNREACHABLE, f"{where}: no answer within {deadline.budget:.1f}s")
+        except OSError as error:
+            if error.errno == errno.ENOTCONN:
+                # The reset arrived between the handshake and our first look at the socket.
+                failure = TransientFailure(Verdict.REFUSED, f"{where}: connection reset by peer")
+            else:
+                no_route = error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+                reason = "no route to host" if no_route else (error.strerror or str(error))
+                failure = StageFailed(Verdict.UNREACHABLE, f"{where}: {reason}")
+        else:
             return sock
-        sock.close()
+        abandon(sock)
     raise failure
+
+
+def abandon(sock: socket.socket) -> None:
+    """Close with a reset: the peer's side of the connection is gone at once, not left queued or lingering."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    sock.close()
 
 
 def exchange_identification(sock: socket.socket, deadline: Deadline) -> Identification:
@@ -120,56 +162,101 @@ def exchange_identification(sock: socket.socket, deadline: Deadline) -> Identifi
     try:
         sock.settimeout(deadline.remaining() or 0.001)
         sock.sendall(f"{CLIENT_ID}\r\n".encode())
-    except (ConnectionResetError, BrokenPipeError) as error:
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as error:
         raise TransientFailure(Verdict.REFUSED, f"connection reset before identification: {error}") from error
+    except TimeoutError:
+        raise _silence(b"", deadline) from None
     except OSError as error:
+        if error.errno == errno.ENOTCONN:
+            raise TransientFailure(Verdict.REFUSED, "connection reset before identification") from error
         raise StageFailed(Verdict.HUNG, f"could not send our identification: {error}") from error
 
-    received = b""
+    reader = _IdentificationReader()
     while True:
-        identification = _find_identification(received)
+        identification = reader.identification()
         if identification is not None:
-            return Identification(identification, received)
+            return identification
         remaining = deadline.remaining()
         if remaining <= 0:
-            raise _silence(received, deadline)
+            raise _silence(reader.received, deadline)
         sock.settimeout(remaining)
         try:
-            chunk = sock.recv(4096)
+            chunk = sock.recv(65536)
         except TimeoutError:
-            raise _silence(received, deadline) from None
+            raise _silence(reader.received, deadline) from None
         except (ConnectionResetError, ConnectionAbortedError) as error:
+            reader.refusal()
             raise TransientFailure(Verdict.REFUSED, f"connection reset before identification: {error}") from error
+        except OSError as error:
+            if error.errno == errno.ENOTCONN:
+                raise TransientFailure(Verdict.REFUSED, "connection reset before identification") from error
+            raise
         if not chunk:
-            if received:
-                raise StageFailed(Verdict.NOT_SSH, f"closed after sending {_first_line(received)!r}")
+            reader.refusal()
+            if reader.received:
+                raise StageFailed(Verdict.NOT_SSH, f"closed after sending {_first_line(reader.received)!r}")
             raise TransientFailure(
                 Verdict.REFUSED,
                 "connection closed before any identification (sshd MaxStartups, TCP wrappers or a proxy in front)",
             )
-        received += chunk
+        reader.feed(chunk)
 
 
-def _find_identification(received: bytes) -> str | None:
-    """The identification line if it is complete; raises if the data cannot be SSH."""
-    lines = received.split(b"\n")
-    complete, partial = lines[:-1], lines[-1]
-    for raw in complete:
-        line = raw.rstrip(b"\r")
-        if line.startswith(b"SSH-"):
-            text = line.decode("ascii", errors="replace")
-            protocol = text.split("-", 2)[1]
-            if protocol not in ("2.0", "1.99"):
-                raise StageFailed(Verdict.NOT_SSH, f"speaks SSH protocol {protocol} only: {text!r}")
-            return text
-        if len(line) > MAX_LINE or b"\0" in line:
-            raise StageFailed(Verdict.NOT_SSH, f"sent {_first_line(received)!r}")
-    if len(received) > MAX_PRELUDE_BYTES or len(partial) > MAX_LINE:
-        raise StageFailed(Verdict.NOT_SSH, f"sent {_first_line(received)!r}")
-    return None
+class _IdentificationReader:
+    """Scans what the server sent, line by line and only once, for its identification."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self._line_start = 0
+        self._lines = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += chunk
+
+    def identification(self) -> Identification | None:
+        """The identification if its line is complete; raises if the data cannot be SSH."""
+        while (end := self.received.find(b"\n", self._line_start)) != -1:
+            line_start, self._line_start = self._line_start, end + 1
+            line = bytes(self.received[line_start:end].rstrip(b"\r"))
+            self._check_line_length(len(line))
+            if line.startswith(b"SSH-"):
+                text = line.decode("ascii", errors="replace")
+                protocol = text.split("-", 2)[1]
+                if protocol not in ("2.0", "1.99"):
+                    raise StageFailed(Verdict.NOT_SSH, f"speaks SSH protocol {protocol} only: {text!r}")
+                return Identification(text, bytes(self.received[line_start:]), self._lines)
+            if b"\0" in line:
+                raise StageFailed(Verdict.NOT_SSH, f"sent {_first_line(self.received)!r}")
+            self._busy_if_refusal(line)
+            self._lines += 1
+            if self._lines >= MAX_PRE_BANNER_LINES:
+                raise StageFailed(
+                    Verdict.NOT_SSH,
+                    f"sent {MAX_PRE_BANNER_LINES} lines and no SSH identification "
+                    f"(OpenSSH gives up after {MAX_PRE_BANNER_LINES}); the first: {_first_line(self.received)!r}",
+                )
+        self._check_line_length(len(self.received) - self._line_start)
+        return None
+
+    def refusal(self) -> None:
+        """At a close or reset: if what arrived is sshd's refusal, say so (even without its newline)."""
+        self._busy_if_refusal(bytes(self.received.split(b"\n", 1)[0].rstrip(b"\r")))
+
+    def _check_line_length(self, length: int) -> None:
+        if length > MAX_LINE_BYTES:
+            raise StageFailed(
+                Verdict.NOT_SSH,
+                f"sent a line longer than {MAX_LINE_BYTES} bytes before any SSH identification "
+                f"(OpenSSH's limit for a banner line): {_first_line(self.received)!r}",
+            )
+
+    @staticmethod
+    def _busy_if_refusal(line: bytes) -> None:
+        if line.startswith(SSHD_REFUSALS):
+            raise SshdBusy(line[:80].decode("ascii", errors="replace"))
 
 
-def _silence(received: bytes, deadline: Deadline) -> StageFailed:
+def _silence(received: bytes | bytearray, deadline: Deadline) -> StageFailed:
     """What running out of time means, given what arrived before it."""
     waited = f"{deadline.budget:.1f}s"
     if not received:
@@ -182,5 +269,5 @@ def _silence(received: bytes, deadline: Deadline) -> StageFailed:
     return StageFailed(Verdict.NOT_SSH, f"sent {_first_line(received)!r} and no SSH identification")
 
 
-def _first_line(received: bytes) -> str:
-    return received.split(b"\n", 1)[0].rstrip(b"\r")[:80].decode("ascii", errors="replace")
+def _first_line(received: bytes | bytearray) -> str:
+    return bytes(received).split(b"\n", 1)[0].rstrip(b"\r")[:80].decode("ascii", errors="replace")

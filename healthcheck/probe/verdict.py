@@ -96,6 +96,13 @@ class Verdict(enum.Enum):
         "Find out why the key changed before trusting it; if the host was rebuilt, "
         "remove the old key (ssh-keygen -R HOST) and probe again.",
     )
+    HOSTKEY_REVOKED = (
+        "HOSTKEY_REVOKED",
+        Status.CRITICAL,
+        "The host offered a key that known_hosts marks @revoked: it must never be trusted again.",
+        "Do not log in. Find out why the host still has a revoked key (a stale image, or an "
+        "impostor) and give it a new one.",
+    )
     AUTH_FAILED = (
         "AUTH_FAILED",
         Status.CRITICAL,

@@ -58,10 +58,13 @@ def parse_vitals(output: str) -> Vitals:
         if parser is None:
             continue
         try:
-            vitals.update(parser(lines))
+            section = parser(lines)
         except (ValueError, IndexError, ZeroDivisionError):
             continue
-    if "load_1m" in vitals and vitals.get("cpus"):
+        # "nan" and "inf" parse as floats; JSON has no such numbers, and a
+        # threshold compared with NaN is never breached: the vital is null, ignored.
+        vitals.update({key: value if _all_finite(value) else None for key, value in section.items()})
+    if isinstance(vitals.get("load_1m"), float) and vitals.get("cpus"):
         vitals["load_per_cpu"] = round(vitals["load_1m"] / vitals["cpus"], 2)
     return vitals
 
@@ -82,13 +85,13 @@ def breaches(vitals: Vitals, thresholds: Thresholds) -> tuple[str, ...]:
     mem = vitals.get("mem_available_percent")
     if mem is not None and mem < thresholds.mem_available_min_percent:
         found.append(f"memory available {mem:.1f}% < {thresholds.mem_available_min_percent:g}%")
-    for mount, disk in vitals.get("disks", {}).items():
+    for mount, disk in (vitals.get("disks") or {}).items():
         if disk["used_percent"] > thresholds.disk_used_max_percent:
             found.append(f"disk {mount} {disk['used_percent']:.1f}% > {thresholds.disk_used_max_percent:g}%")
     load = vitals.get("load_per_cpu")
     if load is not None and load > thresholds.load_per_cpu_max:
         found.append(f"load per CPU {load:.2f} > {thresholds.load_per_cpu_max:g}")
-    for gpu in vitals.get("gpus", []):
+    for gpu in vitals.get("gpus") or []:
         used = gpu.get("memory_used_percent")
         if used is not None and used > thresholds.gpu_memory_max_percent:
             found.append(f"GPU {gpu['index']} memory {used:.1f}% > {thresholds.gpu_memory_max_percent:g}%")
@@ -98,13 +101,13 @@ def breaches(vitals: Vitals, thresholds: Thresholds) -> tuple[str, ...]:
 def describe(vitals: Vitals) -> str:
     """A one-line digest for the summary column."""
     parts = []
-    if "load_per_cpu" in vitals:
+    if vitals.get("load_per_cpu") is not None:
         parts.append(f"load/cpu {vitals['load_per_cpu']:.2f}")
-    if "mem_available_percent" in vitals:
+    if vitals.get("mem_available_percent") is not None:
         parts.append(f"mem avail {vitals['mem_available_percent']:.0f}%")
-    for mount, disk in vitals.get("disks", {}).items():
+    for mount, disk in (vitals.get("disks") or {}).items():
         parts.append(f"disk {mount} {disk['used_percent']:.0f}%")
-    for gpu in vitals.get("gpus", []):
+    for gpu in vitals.get("gpus") or []:
         if gpu.get("memory_used_percent") is not None:
             parts.append(f"gpu{gpu['index']} mem {gpu['memory_used_percent']:.0f}%")
     if "gpu_error" in vitals:
@@ -195,6 +198,16 @@ def _parse_gpu(lines: list[str]) -> Vitals:
             }
         )
     return {"gpus": gpus}
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(item) for item in value)
+    return True
 
 
 def _number(field: str) -> float | None:

@@ -128,6 +128,7 @@ def test_every_verdict_maps_to_the_nagios_state_the_readme_gives() -> None:
         "NOT_SSH": "CRITICAL",
         "HOSTKEY_UNKNOWN": "UNKNOWN",
         "HOSTKEY_MISMATCH": "CRITICAL",
+        "HOSTKEY_REVOKED": "CRITICAL",
         "AUTH_FAILED": "CRITICAL",
         "SSH_ERROR": "CRITICAL",
         "EXEC_HANG": "CRITICAL",

@@ -121,7 +121,7 @@ def test_a_host_that_always_closes_is_retried_only_until_the_deadline(line_serve
 def full_backlog() -> Iterator[int]:
     """A loopback port whose accept queue is full: the kernel drops new SYNs, so nothing answers.
 
-    This is a firewall that drops packets, made without leaving loopback.
+    This is a frozen server's port once its queue has filled, on a host whose kernel is alive.
     """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -140,14 +140,16 @@ def full_backlog() -> Iterator[int]:
     listener.close()
 
 
-def test_no_answer_to_the_tcp_handshake_is_unreachable(full_backlog: int, run_cli) -> None:
+def test_silent_port_on_a_live_host_is_hung_with_a_full_queue(full_backlog: int, run_cli) -> None:
+    """Issue 9 item 3: the port drops handshakes, the host's kernel answers on another port."""
     started = time.monotonic()
 
     run = run_cli("probe", "--json", "--no-login", "--timeout", "2", f"127.0.0.1:{full_backlog}")
 
     assert time.monotonic() - started < 2 + SLACK
-    assert (run.code, run.result["verdict"]) == (2, "UNREACHABLE")
+    assert (run.code, run.result["verdict"]) == (2, "HUNG")
     assert "no answer" in run.result["summary"]
+    assert "frozen sshd whose listen queue is full" in run.result["summary"]
 
 
 @pytest.fixture

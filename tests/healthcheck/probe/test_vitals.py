@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from healthcheck.probe.verdict import Stage, Verdict, conclude
@@ -121,3 +122,28 @@ def test_the_script_runs_under_posix_sh_and_parses(tmp_path) -> None:
 
 def test_the_data_mount_is_shell_quoted() -> None:
     assert "'/mnt/my data;reboot'" in vitals_script("/mnt/my data;reboot", 2)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def test_nan_and_infinity_vitals_become_null_and_the_json_stays_strict(make_server, run_cli, tmp_path) -> None:
+    """Issue 9 item 9: a host whose /proc says "nan" cannot make the output unreadable to jq."""
+    fake = tmp_path / "fake_vitals.sh"
+    fake.write_text(
+        "cat >/dev/null\n"
+        "printf '@loadavg\\nnan inf -inf 1/100 4242\\n@cpus\\n2\\n@uptime\\ninf 12.0\\n"
+        "@meminfo\\nMemTotal: 1000 kB\\nMemAvailable: 500 kB\\n'\n"
+    )
+    server = make_server(key_options=f'command="/bin/sh {fake}"')
+
+    run = run_cli("probe", "--json", *server.args(server.target))
+
+    document = json.loads(run.stdout, parse_constant=_reject_constant)
+    (result,) = document["results"]
+    assert result["verdict"] == "HEALTHY", result
+    vitals = result["vitals"]
+    assert vitals["load_1m"] is None and vitals["uptime_s"] is None
+    assert "load_per_cpu" not in vitals
+    assert vitals["mem_available_percent"] == 50.0
