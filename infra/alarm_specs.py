@@ -64,7 +64,8 @@ def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, .
             namespace="Trainguard",
             statistic="Minimum",
             period=detection.canary_interval_s,
-            evaluation_periods=detection.canary_datapoints,
+            # M of N: slots the canary missed (a late or cold invocation) must not keep the alarm from firing.
+            evaluation_periods=detection.canary_evaluation_periods,
             datapoints_to_alarm=detection.canary_datapoints,
             threshold=1,
             comparison_operator="LessThanThreshold",

@@ -89,6 +89,7 @@ _RETENTION = "https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReferen
 _BUCKET = "https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html"
 _INSTANCE = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html"
 _IMDS = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceMetadataOptionsRequest.html"
+_DEVICE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/device_naming.html"
 
 # (Pulumi resource type token, input path) -> rule.
 RULES: dict[tuple[str, str], Rule] = {
@@ -143,6 +144,8 @@ RULES: dict[tuple[str, str], Rule] = {
     # A bucket name is 3 to 63 lowercase characters; Pulumi appends 26 to a prefix.
     ("aws:s3/bucket:Bucket", "bucketPrefix"): _text(_BUCKET, pattern="[a-z0-9][a-z0-9.-]*", high=63 - 26),
     ("aws:ec2/instance:Instance", "metadataOptions.httpPutResponseHopLimit"): Rule(_IMDS, low=1, high=64),
+    # The names EC2 recommends for attached EBS volumes on Linux.
+    ("aws:ec2/volumeAttachment:VolumeAttachment", "deviceName"): _text(_DEVICE, pattern="/dev/(sd|xvd)[f-p]"),
 }
 
 

@@ -218,7 +218,7 @@ def auto_reboot(
 
 
 def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: str) -> Document:
-    """The SSH canary: find managed instances, publish to its own namespace, run inside the VPC, log."""
+    """The SSH canary: publish to its own namespace, run inside the VPC, log. Its targets come in its event."""
     return document(
         {
             "Sid": "PublishOwnNamespace",
@@ -228,9 +228,11 @@ def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: s
             "Condition": {"StringEquals": {"cloudwatch:namespace": "Trainguard"}},
         },
         {
-            "Sid": "FindInstances",
+            # Lambda needs this to manage the function's VPC interfaces, and it works only on "*":
+            # https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html
+            "Sid": "DescribeOwnNetworkInterfaces",
             "Effect": "Allow",
-            "Action": ["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces"],
+            "Action": "ec2:DescribeNetworkInterfaces",
             "Resource": "*",
         },
         {

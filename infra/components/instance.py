@@ -28,6 +28,7 @@ class Placement:
 class TrainingInstance(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
     data_volume_id: pulumi.Output[str]
 
     def __init__(
@@ -115,6 +116,7 @@ class TrainingInstance(pulumi.ComponentResource):
 
         self.instance_id = instance.id
         self.public_ip = instance.public_ip
+        self.private_ip = instance.private_ip
         self.data_volume_id = data_volume.id
         self.register_outputs(
             {"instance_id": instance.id, "public_ip": instance.public_ip, "data_volume_id": data_volume.id}
