@@ -100,9 +100,10 @@ def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, .
             metric_name="CPUUtilization",
             namespace="AWS/EC2",
             statistic="Average",
-            period=60,
-            evaluation_periods=15,
-            datapoints_to_alarm=15,
+            # Basic monitoring's 5-minute metrics: the same 15 minutes without detailed monitoring's bill.
+            period=300,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
             threshold=settings.cpu_alarm_percent,
             comparison_operator="GreaterThanThreshold",
             treat_missing_data="missing",

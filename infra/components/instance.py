@@ -83,8 +83,10 @@ class TrainingInstance(pulumi.ComponentResource):
             vpc_security_group_ids=[placement.security_group_id],
             key_name=placement.key_name,
             iam_instance_profile=profile.name,
-            monitoring=True,
-            metadata_options={"http_tokens": "required", "http_endpoint": "enabled", "http_put_response_hop_limit": 1},
+            # Basic monitoring: detailed 1-minute metrics are billed and no alarm needs them (infra.pricing).
+            monitoring=False,
+            # Hop limit 2: containers on the instance (Docker, NGC images) get the role's credentials too.
+            metadata_options={"http_tokens": "required", "http_endpoint": "enabled", "http_put_response_hop_limit": 2},
             root_block_device={
                 "volume_type": "gp3",
                 "volume_size": root_volume_gib,
