@@ -44,6 +44,13 @@ def results_writer(bucket_arn: str, instance_id: str) -> Document:
     )
 
 
+def bundle_reader(bucket_arn: str, prefix: str) -> Document:
+    """The instance may read the on-instance bundles, and nothing else the stack publishes."""
+    return document(
+        {"Sid": "ReadBundles", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/{prefix}/*"}
+    )
+
+
 def tls_only_bucket(bucket_arn: str) -> Document:
     """Refuse every request to the bucket that does not use TLS."""
     return document(

@@ -12,6 +12,7 @@ from infra.alarm_specs import instance_alarms
 from infra.components.alarms import InstanceAlarms
 from infra.components.alerts import AlertTopic
 from infra.components.auto_reboot import AutoReboot
+from infra.components.bundle import InstanceBundle
 from infra.components.canary import SshCanary
 from infra.components.dashboard import StackDashboard
 from infra.components.instance import Placement, TrainingInstance
@@ -90,12 +91,16 @@ class TrainingStack(pulumi.ComponentResource):
         key_name: pulumi.Input[str] | None = settings.key_name
         if settings.ssh_public_key is not None:
             key_name = aws.ec2.KeyPair(f"{name}-key", public_key=settings.ssh_public_key, opts=child).key_name
+        bundle = InstanceBundle(f"{name}-bundle", bucket_name=results.bucket_name, opts=child)
         placement = Placement(
             ami_id=settings.ami_id or self._deep_learning_ami(instance_type.supported_architectures),
             subnet_id=subnet.id,
             availability_zone=subnet.availability_zone,
             security_group_id=ssh.security_group_id,
             key_name=key_name,
+            region=region,
+            bundle_version=bundle.version,
+            bundle_upload=bundle.upload,
         )
 
         specs = instance_alarms(settings, can_recover=bool(instance_type.auto_recovery_supported))

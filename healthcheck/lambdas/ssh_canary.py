@@ -204,7 +204,9 @@ class Canary:
 
     def _publish(self, data: list[dict[str, Any]]) -> None:
         for chunk in range(0, len(data), MAX_ENTRIES_PER_REQUEST):
-            self.cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=data[chunk : chunk + MAX_ENTRIES_PER_REQUEST])
+            self.cloudwatch.put_metric_data(
+                Namespace=NAMESPACE, MetricData=data[chunk : chunk + MAX_ENTRIES_PER_REQUEST]
+            )
 
 
 def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str, Any]:

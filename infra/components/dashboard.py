@@ -30,7 +30,7 @@ def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
                 [
                     [
                         {
-                            "expression": f"SEARCH('{{{NAMESPACE},{','.join(GPU_DIMENSIONS)}}} InstanceId=\"{iid}\" "
+                            "expression": f'SEARCH(\'{{{NAMESPACE},{",".join(GPU_DIMENSIONS)}}} InstanceId="{iid}" '
                             'MetricName=("nvidia_smi_utilization_gpu" OR "nvidia_smi_memory_used")\', \'Average\', 60)',
                             "id": "gpu",
                         }

@@ -140,35 +140,42 @@ def settings(**overrides: Any) -> Settings:
     return Settings(**(base | overrides))
 
 
+def build(stack_settings: Settings | None = None, **mock_options: Any) -> Deployment:
+    """Build TrainingStack under mocks; returns every resource it declared, with resolved inputs."""
+    from infra.stack import TrainingStack
+
+    mocks = RecordingMocks(**mock_options)
+    pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test  # type: ignore[misc]
+    def run() -> pulumi.Output[None]:
+        def record(args: pulumi.ResourceTransformationArgs) -> None:
+            mocks.options[args.name] = args.opts
+
+        stack = TrainingStack(
+            "trainguard", stack_settings or settings(), opts=pulumi.ResourceOptions(transformations=[record])
+        )
+        exports = {
+            name: pulumi.Output.all(*value) if isinstance(value, list) else value
+            for name, value in stack.exports().items()
+        }
+        return pulumi.Output.all(**exports).apply(outputs.update)
+
+    run()
+    return Deployment(mocks, outputs)
+
+
 @pytest.fixture
 def deploy() -> Callable[..., Deployment]:
-    """Build TrainingStack under mocks; returns every resource it declared, with resolved inputs."""
+    """Build TrainingStack under mocks (see build)."""
+    return build
 
-    def run(stack_settings: Settings | None = None, **mock_options: Any) -> Deployment:
-        from infra.stack import TrainingStack
 
-        mocks = RecordingMocks(**mock_options)
-        pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
-        outputs: dict[str, Any] = {}
-
-        @pulumi.runtime.test  # type: ignore[misc]
-        def build() -> pulumi.Output[None]:
-            def record(args: pulumi.ResourceTransformationArgs) -> None:
-                mocks.options[args.name] = args.opts
-
-            stack = TrainingStack(
-                "trainguard", stack_settings or settings(), opts=pulumi.ResourceOptions(transformations=[record])
-            )
-            exports = {
-                name: pulumi.Output.all(*value) if isinstance(value, list) else value
-                for name, value in stack.exports().items()
-            }
-            return pulumi.Output.all(**exports).apply(outputs.update)
-
-        build()
-        return Deployment(mocks, outputs)
-
-    return run
+@pytest.fixture(scope="module")
+def largest_plan() -> Deployment:
+    """The plan at 20 instances, the most the settings allow (built once per module: it takes seconds)."""
+    return build(settings(instance_count=20))
 
 
 @pytest.fixture

@@ -18,70 +18,31 @@ import botocore.session
 import pytest
 
 from infra.aws_rules import MAX_LAMBDA_POLICY_BYTES, RULES, Rule, lambda_policy_bytes, violations
-from infra.settings import Settings
 
 PERMISSION = "aws:lambda/permission:Permission"
-LARGEST = {"instance_count": 20}
 
 
-@pytest.fixture(scope="module")
-def largest(request) -> Any:
-    """The plan at 20 instances, the most the settings allow, with long alert addresses."""
-    deploy = request.getfixturevalue("deploy")
-    make_settings = request.getfixturevalue("make_settings")
-    return deploy(make_settings(**LARGEST))
-
-
-@pytest.fixture(scope="module")
-def deploy() -> Any:
-    from tests.infra.conftest import Deployment, RecordingMocks, settings  # noqa: F401
-
-    import pulumi
-
-    from infra.stack import TrainingStack
-
-    def run(stack_settings: Settings) -> Deployment:
-        mocks = RecordingMocks()
-        pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
-
-        @pulumi.runtime.test  # type: ignore[misc]
-        def build() -> pulumi.Output[None]:
-            stack = TrainingStack("trainguard", stack_settings)
-            return pulumi.Output.all(*stack.instance_ids).apply(lambda _: None)
-
-        build()
-        return Deployment(mocks, {})
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def make_settings() -> Any:
-    from tests.infra.conftest import settings
-
-    return settings
-
-
-def test_the_largest_plan_breaks_no_documented_aws_constraint(largest) -> None:
+def test_the_largest_plan_breaks_no_documented_aws_constraint(largest_plan) -> None:
     problems = [
         f"{resource.name}: {problem}"
-        for resource in largest.mocks.resources
+        for resource in largest_plan.mocks.resources
         for problem in violations(resource.typ, resource.inputs)
     ]
 
     assert problems == []
-    assert len(largest.of_type("aws:ec2/instance:Instance")) == 20
+    assert len(largest_plan.of_type("aws:ec2/instance:Instance")) == 20
 
 
-def test_every_description_and_name_the_stack_sets_has_a_rule(largest) -> None:
+def test_every_description_and_name_the_stack_sets_has_a_rule(largest_plan) -> None:
     """A new resource type, or a new description on one, must come with its AWS rule."""
     unruled = sorted(
         {
             f"{resource.typ} {key}"
-            for resource in largest.mocks.resources
+            for resource in largest_plan.mocks.resources
             if resource.typ.startswith("aws:")
             for key, value in resource.inputs.items()
-            if isinstance(value, str) and (key.lower().endswith(("description", "name", "prefix")))
+            if isinstance(value, str)
+            and (key.lower().endswith(("description", "name", "prefix")))
             and key not in EXEMPT.get(resource.typ, ())
             and (resource.typ, key) not in RULES
         }
@@ -102,8 +63,8 @@ EXEMPT = {
 }
 
 
-def test_the_auto_reboot_policy_does_not_grow_with_the_fleet(deploy, make_settings) -> None:
-    one, twenty = deploy(make_settings()), deploy(make_settings(**LARGEST))
+def test_the_auto_reboot_policy_does_not_grow_with_the_fleet(deploy, make_settings, largest_plan) -> None:
+    one, twenty = deploy(make_settings()), largest_plan
 
     def permissions(deployment) -> list[dict[str, Any]]:
         return [p.inputs for p in deployment.of_type(PERMISSION)]
@@ -132,10 +93,12 @@ def test_the_alarms_permission_is_scoped_to_this_stacks_alarms_and_account(deplo
     assert all(arn.startswith(granted["sourceArn"].removesuffix("*")) for arn in alarm_arns)
 
 
-def test_no_private_dns_endpoint_shuts_the_instances_out(largest) -> None:
+def test_no_private_dns_endpoint_shuts_the_instances_out(largest_plan) -> None:
     """An interface endpoint with private DNS answers for the whole VPC: its group must admit the instances."""
-    instance_groups = {g for i in largest.of_type("aws:ec2/instance:Instance") for g in i.inputs["vpcSecurityGroupIds"]}
-    ingress = largest.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    instance_groups = {
+        g for i in largest_plan.of_type("aws:ec2/instance:Instance") for g in i.inputs["vpcSecurityGroupIds"]
+    }
+    ingress = largest_plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
 
     def admits_instances(group: str) -> bool:
         for rule in (r.inputs for r in ingress if r.inputs["securityGroupId"] == group):
@@ -145,7 +108,7 @@ def test_no_private_dns_endpoint_shuts_the_instances_out(largest) -> None:
                 return True
         return False
 
-    for endpoint in largest.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
+    for endpoint in largest_plan.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
         if endpoint.inputs.get("privateDnsEnabled"):
             assert all(admits_instances(g) for g in endpoint.inputs["securityGroupIds"]), endpoint.name
 
@@ -154,10 +117,14 @@ def test_no_private_dns_endpoint_shuts_the_instances_out(largest) -> None:
     ("typ", "inputs", "fragment"),
     [
         ("aws:dlm/lifecyclePolicy:LifecyclePolicy", {"description": "trainguard: every 1h, keep 24"}, "',:'"),
-        ("aws:ec2/securityGroup:SecurityGroup", {"description": "trainguard canary's endpoints"}, "\"'\""),
+        ("aws:ec2/securityGroup:SecurityGroup", {"description": "trainguard canary's endpoints"}, '"\'"'),
         ("aws:cloudwatch/metricAlarm:MetricAlarm", {"alarmDescription": "x" * 1025}, "length 1025"),
         ("aws:cloudwatch/metricAlarm:MetricAlarm", {"period": 15, "evaluationPeriods": 1}, "period 15s"),
-        ("aws:cloudwatch/metricAlarm:MetricAlarm", {"period": 10, "evaluationPeriods": 7, "datapointsToAlarm": 8}, "1..7"),
+        (
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            {"period": 10, "evaluationPeriods": 7, "datapointsToAlarm": 8},
+            "1..7",
+        ),
         ("aws:ec2/instance:Instance", {"userData": "x" * 16385}, "16385 bytes"),
         ("aws:ec2/instance:Instance", {"metadataOptions": {"httpPutResponseHopLimit": 65}}, "outside 1..64"),
         ("aws:dlm/lifecyclePolicy:LifecyclePolicy", {"policyDetails": {"schedules": [{"name": "every 1h!"}]}}, "!"),
