@@ -57,9 +57,10 @@ def test_the_canary_is_given_its_targets_and_the_endpoint_and_calls_no_ec2_api(d
     assert variables["TRAINGUARD_MONITORING_ENDPOINT"] == (
         f"https://{endpoint.id}-abcdefgh.monitoring.eu-west-1.vpce.amazonaws.com"
     )
-    instances = deployment.of_type("aws:ec2/instance:Instance")
-    assert [t["instance_id"] for t in event["targets"]] == deployment.outputs["instance_ids"]
-    assert [t["address"] for t in event["targets"]] == [f"172.31.0.{int(i.id[2:], 16) + 4}" for i in instances]
+    # The mocks give instance i-<n> the private address 172.31.0.<n + 4>.
+    assert {t["instance_id"]: t["address"] for t in event["targets"]} == {
+        iid: f"172.31.0.{int(iid[2:], 16) + 4}" for iid in deployment.outputs["instance_ids"]
+    }
     assert {t["port"] for t in event["targets"]} == {22}
     assert event["samples"] == 6
     actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
