@@ -90,6 +90,7 @@ _BUCKET = "https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrul
 _INSTANCE = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html"
 _IMDS = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceMetadataOptionsRequest.html"
 _DEVICE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/device_naming.html"
+_TARGETS = "https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_Target.html"
 
 # (Pulumi resource type token, input path) -> rule.
 RULES: dict[tuple[str, str], Rule] = {
@@ -128,6 +129,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("aws:cloudwatch/metricAlarm:MetricAlarm", "evaluationPeriods"): Rule(_ALARM, low=1, high=8640),
     ("aws:cloudwatch/dashboard:Dashboard", "dashboardName"): _text(_DASHBOARD, pattern="[A-Za-z0-9_-]+", high=255),
+    # The canary's targets travel in its schedule's input.
+    ("aws:cloudwatch/eventTarget:EventTarget", "input"): _text(
+        _TARGETS, high=8192, api=("events", "PutTargets", "Targets.Input")
+    ),
     ("aws:cloudwatch/eventRule:EventRule", "description"): _text(
         _RULE, high=512, api=("events", "PutRule", "Description")
     ),

@@ -60,15 +60,16 @@ FILES: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def _agent(gpu: bool) -> str:
-    return json.dumps(agent_config(gpu=gpu), indent=1) + "\n"
+def _agent(gpu: bool) -> bytes:
+    return (json.dumps(agent_config(gpu=gpu), indent=1) + "\n").encode()
 
 
-# (absolute path on the instance, mode, pure function of nothing per instance): one line per file.
-GENERATED: tuple[tuple[str, int, Callable[[], str]], ...] = (
+# (absolute path on the instance, mode, pure function giving the content): one line per file. Contents are
+# bytes, so a generated archive (a zip of the healthcheck package, say) fits too, if it is deterministic.
+GENERATED: tuple[tuple[str, int, Callable[[], bytes]], ...] = (
     (f"{AGENT_CONFIG_DIR}/trainguard-base.json", READABLE, lambda: _agent(gpu=False)),
     (f"{AGENT_CONFIG_DIR}/trainguard-gpu.json", READABLE, lambda: _agent(gpu=True)),
-    ("/etc/trainguard/bundle.env", READABLE, lambda: f"TRAINGUARD_DATA_MOUNT={DATA_MOUNT}\n"),
+    ("/etc/trainguard/bundle.env", READABLE, f"TRAINGUARD_DATA_MOUNT={DATA_MOUNT}\n".encode),
 )
 
 
@@ -77,7 +78,7 @@ def bundle_files() -> tuple[BundleFile, ...]:
     files = [
         BundleFile(f"{directory}/{name}", mode, (USERDATA_DIR / name).read_bytes()) for name, directory, mode in FILES
     ]
-    files += [BundleFile(path, mode, make().encode()) for path, mode, make in GENERATED]
+    files += [BundleFile(path, mode, make()) for path, mode, make in GENERATED]
     return tuple(sorted(files, key=lambda f: f.path))
 
 
