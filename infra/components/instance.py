@@ -125,7 +125,8 @@ class TrainingInstance(pulumi.ComponentResource):
         # Applies each new bundle version to the running instance; its parameters name the version.
         aws.ssm.Association(
             f"{name}-bundle-association",
-            association_name=f"{name}-bundle",
+            # Names need not be unique, but the stack's name tells a person which stack's it is.
+            association_name=f"{name}-bundle-{pulumi.get_stack()}"[:128],
             name="AWS-RunShellScript",
             targets=[{"key": "InstanceIds", "values": [instance.id]}],
             parameters={"commands": fetch_and_apply(placement.bundle_version), "executionTimeout": "900"},
