@@ -125,7 +125,7 @@ class TrainingInstance(pulumi.ComponentResource):
         # Applies each new bundle version to the running instance; its parameters name the version.
         aws.ssm.Association(
             f"{name}-bundle-association",
-            # Names need not be unique, but the stack's name tells a person which stack's it is.
+            # The stack's name in it tells a person, and State Manager's list, which stack it belongs to.
             association_name=f"{name}-bundle-{pulumi.get_stack()}"[:128],
             name="AWS-RunShellScript",
             targets=[{"key": "InstanceIds", "values": [instance.id]}],
