@@ -1,8 +1,13 @@
 """The CloudWatch agent's configuration, as a pure function of where the data disk is and whether a GPU is.
 
-Every metric carries the dimension InstanceId and, for disks, path, and nothing
-else that an alarm would have to guess (no host name, device or filesystem
-type): `omit_hostname`, and `aggregation_dimensions` publish exactly those sets.
+Every metric carries the dimension InstanceId (`append_dimensions`) and no host
+name (`omit_hostname`). Disks also carry path and fstype, so they are rolled up
+by (InstanceId, path), the set the disk alarms select; no other roll-up is
+published, since each is a metric AWS bills. Only what an alarm or the
+dashboard uses is collected: memory (the memory and heartbeat alarms), disk
+use, and the GPU's utilisation and memory (the dashboard). The GPU metrics
+carry index and name (and host, omitted), per the agent's documentation:
+https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Agent-NVIDIA-GPU.html
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ NAMESPACE = "CWAgent"
 DATA_MOUNT = "/data"
 COLLECTION_INTERVAL_S = 60
 DISK_PATHS = ("/", DATA_MOUNT)
-# What the alarms and the dashboard select on; the agent publishes these sets.
-INSTANCE_DIMENSIONS = ("InstanceId",)
+# What the disk alarms select on; the agent publishes this roll-up.
 DISK_DIMENSIONS = ("InstanceId", "path")
-GPU_MEASUREMENTS = ("utilization_gpu", "utilization_memory", "memory_used", "memory_total", "temperature_gpu")
+# What the GPU metrics carry once the host name is omitted.
+GPU_DIMENSIONS = ("InstanceId", "index", "name")
+GPU_MEASUREMENTS = ("utilization_gpu", "memory_used")
 
 
 def agent_config(gpu: bool) -> dict[str, Any]:
@@ -28,20 +34,12 @@ def agent_config(gpu: bool) -> dict[str, Any]:
     """
     collected: dict[str, Any] = {
         "mem": {"measurement": ["mem_used_percent"], "metrics_collection_interval": COLLECTION_INTERVAL_S},
-        "swap": {"measurement": ["swap_used_percent"], "metrics_collection_interval": COLLECTION_INTERVAL_S},
         "disk": {
             "measurement": ["used_percent"],
             "resources": list(DISK_PATHS),
             "drop_device": True,
             "metrics_collection_interval": COLLECTION_INTERVAL_S,
         },
-        "procstat": [
-            {
-                "exe": "sshd",
-                "measurement": ["pid_count", "cpu_usage", "memory_rss"],
-                "metrics_collection_interval": COLLECTION_INTERVAL_S,
-            }
-        ],
     }
     if gpu:
         collected["nvidia_gpu"] = {
@@ -57,7 +55,7 @@ def agent_config(gpu: bool) -> dict[str, Any]:
         "metrics": {
             "namespace": NAMESPACE,
             "append_dimensions": {"InstanceId": "${aws:InstanceId}"},
-            "aggregation_dimensions": [list(INSTANCE_DIMENSIONS), list(DISK_DIMENSIONS)],
+            "aggregation_dimensions": [list(DISK_DIMENSIONS)],
             "metrics_collected": collected,
         },
     }

@@ -1,8 +1,7 @@
 """What each per-instance alarm watches, when it fires, and the email a person reads (pure).
 
-CloudWatch rejects a period other than 10, 20, 30 or a multiple of 60 seconds,
-and an evaluation window (period x evaluation periods) over one day, so every
-spec is checked when it is made.
+Every spec is checked against CloudWatch's documented limits (infra.aws_rules)
+when it is made, and every description when it is written.
 """
 
 from __future__ import annotations
@@ -10,19 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from infra.agent_config import NAMESPACE as AGENT_NAMESPACE
+from infra.aws_rules import RULES, alarm_timing_problems
 from infra.settings import Settings
 
-MAX_EVALUATION_WINDOW_S = 86400
-MAX_DESCRIPTION_CHARS = 1024
-HIGH_RESOLUTION_PERIODS_S = (10, 20, 30)
-
-
-def check_alarm_timing(period: int, evaluation_periods: int) -> None:
-    """Raise ValueError for timing CloudWatch would refuse."""
-    if period not in HIGH_RESOLUTION_PERIODS_S and (period <= 0 or period % 60):
-        raise ValueError(f"alarm period {period}s: CloudWatch accepts 10, 20, 30 or a multiple of 60")
-    if evaluation_periods < 1 or period * evaluation_periods > MAX_EVALUATION_WINDOW_S:
-        raise ValueError(f"{evaluation_periods} x {period}s: the evaluation window must be 1 period to 1 day")
+ALARM_TYPE = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 @dataclass(frozen=True)
@@ -45,14 +35,15 @@ class AlarmSpec:
     invokes_auto_reboot: bool = False
 
     def __post_init__(self) -> None:
-        check_alarm_timing(self.period, self.evaluation_periods)
-        if not 1 <= self.datapoints_to_alarm <= self.evaluation_periods:
-            raise ValueError(f"{self.key}: datapoints to alarm must be 1..{self.evaluation_periods}")
+        problems = alarm_timing_problems(self.period, self.evaluation_periods, self.datapoints_to_alarm)
+        if problems:
+            raise ValueError(f"{self.key}: " + "; ".join(problems))
 
     def describe(self, instance_id: str, bucket: str) -> str:
         text = self.description.format(instance_id=instance_id, bucket=bucket)
-        if len(text) > MAX_DESCRIPTION_CHARS:
-            raise ValueError(f"{self.key}: alarm description is {len(text)} chars; CloudWatch allows 1024")
+        problem = RULES[(ALARM_TYPE, "alarmDescription")].problem(text)
+        if problem is not None:
+            raise ValueError(f"{self.key}: alarm description {problem}")
         return text
 
 
@@ -73,7 +64,8 @@ def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, .
             namespace="Trainguard",
             statistic="Minimum",
             period=detection.canary_interval_s,
-            evaluation_periods=detection.canary_datapoints,
+            # M of N: slots the canary missed (a late or cold invocation) must not keep the alarm from firing.
+            evaluation_periods=detection.canary_evaluation_periods,
             datapoints_to_alarm=detection.canary_datapoints,
             threshold=1,
             comparison_operator="LessThanThreshold",
@@ -108,9 +100,10 @@ def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, .
             metric_name="CPUUtilization",
             namespace="AWS/EC2",
             statistic="Average",
-            period=60,
-            evaluation_periods=15,
-            datapoints_to_alarm=15,
+            # Basic monitoring's 5-minute metrics: the same 15 minutes without detailed monitoring's bill.
+            period=300,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
             threshold=settings.cpu_alarm_percent,
             comparison_operator="GreaterThanThreshold",
             treat_missing_data="missing",

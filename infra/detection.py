@@ -1,14 +1,21 @@
 """How long, at worst, from the moment a host freezes until trainguard acts, per detection path (pure).
 
-    userspace_freeze (SSH canary, the incident): the last good sample may come
-        just before the freeze, so the first failing one starts up to one
-        interval later; the alarm needs `datapoints` failing samples, which
-        span (datapoints - 1) more intervals; the last of them is known only
-        after the probe's timeout; then CloudWatch's evaluation delay for a
-        high-resolution alarm, and the alarm-to-Lambda-to-RebootInstances
-        latency.
-            interval + (datapoints - 1) x interval + probe_timeout + high_res_delay + action_latency
-        defaults: 10 + 5 x 10 + 5 + 20 + 5 = 90 s
+    userspace_freeze (SSH canary, the incident). The canary samples every
+    instance on fixed wall-clock slots, one every `interval` seconds, and the
+    alarm fires when M of the last N slots failed (M = sshUnresponsiveSeconds /
+    interval; N = M + slack). Missing slots count as not failing, and the
+    slack is there for them: EventBridge starts each one-minute invocation at
+    an uneven second, up to EVENTBRIDGE_JITTER_S late, and a cold start costs
+    up to COLD_START_S more, so the slots between one invocation's last sample
+    and the next one's first may go unsampled; slack = ceil((jitter + cold
+    start) / interval) slots, at least one. Worst case, from the freeze:
+        the first failing slot comes up to one interval later     interval
+        M failing slots span M - 1 more intervals                  (M - 1) x interval
+        up to `slack` slots in between are missed                 slack x interval
+        the last failing sample is decided at the probe timeout   interval / 2
+        CloudWatch's evaluation delay for a high-resolution alarm HIGH_RES_EVALUATION_DELAY_S
+        the alarm-to-Lambda-to-RebootInstances latency            ACTION_LATENCY_S
+    defaults (10 s, 60 s: M = 6, slack = 2, N = 8): 10 + 50 + 20 + 5 + 20 + 5 = 110 s
 
     agent_silent (heartbeat: the CloudWatch agent stops sending mem_used_percent):
         one collection interval (the last datapoint just before the freeze),
@@ -30,6 +37,7 @@ every minute, and metrics may land that late).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 HIGH_RES_EVALUATION_DELAY_S = 20
@@ -40,10 +48,15 @@ STATUS_CHECK_CADENCE_S = 60
 STATUS_PERIOD_S = 60
 INSTANCE_STATUS_PERIODS = 3
 SYSTEM_STATUS_PERIODS = 2
+# How late EventBridge may start a rate(1 minute) invocation, and what a cold start of the canary costs
+# (Python, boto3, in a VPC): planning figures, not AWS promises.
+EVENTBRIDGE_JITTER_S = 10
+COLD_START_S = 10
 # The canary decides each sample within half its interval, so samples never overlap.
 CANARY_PROBE_SHARE = 0.5
 CANARY_INTERVALS_S = (10, 20, 30, 60)
 MAX_USERSPACE_FREEZE_S = 600
+MIN_HEARTBEAT_MINUTES = 3
 
 
 @dataclass(frozen=True)
@@ -56,11 +69,27 @@ class Detection:
 
     @property
     def canary_datapoints(self) -> int:
+        """M: failing slots that fire the alarm."""
         return self.ssh_unresponsive_s // self.canary_interval_s
+
+    @property
+    def canary_slack(self) -> int:
+        """Slots the alarm window holds beyond M, for slots missed between invocations."""
+        return max(1, math.ceil((EVENTBRIDGE_JITTER_S + COLD_START_S) / self.canary_interval_s))
+
+    @property
+    def canary_evaluation_periods(self) -> int:
+        """N: the alarm's window, in slots."""
+        return self.canary_datapoints + self.canary_slack
 
     @property
     def canary_probe_timeout_s(self) -> float:
         return self.canary_interval_s * CANARY_PROBE_SHARE
+
+    @property
+    def samples_per_minute(self) -> int:
+        """Slots one invocation of the once-a-minute canary samples."""
+        return max(1, 60 // self.canary_interval_s)
 
 
 def detection_budget(detection: Detection) -> dict[str, int]:
@@ -70,6 +99,7 @@ def detection_budget(detection: Detection) -> dict[str, int]:
         "userspace_freeze": round(
             interval
             + (detection.canary_datapoints - 1) * interval
+            + detection.canary_slack * interval
             + detection.canary_probe_timeout_s
             + HIGH_RES_EVALUATION_DELAY_S
             + ACTION_LATENCY_S

@@ -44,6 +44,13 @@ def results_writer(bucket_arn: str, instance_id: str) -> Document:
     )
 
 
+def bundle_reader(bucket_arn: str, prefix: str) -> Document:
+    """The instance may read the on-instance bundles, and nothing else the stack publishes."""
+    return document(
+        {"Sid": "ReadBundles", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/{prefix}/*"}
+    )
+
+
 def tls_only_bucket(bucket_arn: str) -> Document:
     """Refuse every request to the bucket that does not use TLS."""
     return document(
@@ -218,7 +225,7 @@ def auto_reboot(
 
 
 def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: str) -> Document:
-    """The SSH canary: find managed instances, publish to its own namespace, run inside the VPC, log."""
+    """The SSH canary: publish to its own namespace, run inside the VPC, log. Its targets come in its event."""
     return document(
         {
             "Sid": "PublishOwnNamespace",
@@ -228,9 +235,11 @@ def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: s
             "Condition": {"StringEquals": {"cloudwatch:namespace": "Trainguard"}},
         },
         {
-            "Sid": "FindInstances",
+            # Lambda needs this to manage the function's VPC interfaces, and it works only on "*":
+            # https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html
+            "Sid": "DescribeOwnNetworkInterfaces",
             "Effect": "Allow",
-            "Action": ["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces"],
+            "Action": "ec2:DescribeNetworkInterfaces",
             "Resource": "*",
         },
         {

@@ -1,8 +1,30 @@
-"""What the monitoring costs per month, from one price table (pure).
+"""What the monitoring costs per month, item by item, from one price table (pure).
 
 Prices are AWS's public list prices in USD for us-east-1 as of 2026, without
-free tiers; other regions differ by a few percent. Compute, storage and data
-transfer of the instances themselves are not monitoring and are not counted.
+free tiers (they are per account, and other work uses them); other regions
+differ by a few percent. Compute, storage and data transfer of the instances
+themselves are not monitoring and are not counted.
+
+What is billed, and why each count is what it is:
+- alarms: 7 standard per instance, 1 high-resolution (the SSH canary's), and
+  the canary's own errors alarm;
+- custom metrics, each billed whole per month: the agent's mem_used_percent,
+  disk_used_percent for / and /data as collected (dimensions InstanceId, path,
+  fstype) and rolled up by (InstanceId, path) for the alarms, and two GPU
+  measurements per GPU; the canary's SSHResponsive. Nothing is collected that
+  no alarm or graph uses;
+- EC2 detailed monitoring: off. Its 1-minute EC2 metrics are billed as 7
+  custom metrics per instance, and only the CPU email used them; that alarm
+  now reads the free 5-minute metrics over the same 15 minutes. Status
+  checks are 1-minute either way, and no detection path uses CPU;
+- PutMetricData requests: the agent's one a minute per instance; the canary's
+  one per invocation while every instance answers (zeros go at once, which is
+  rare, and not counted);
+- the canary Lambda: 128 MB, one invocation a minute, alive from its start to
+  its last slot (on average half an interval to the first slot, then the
+  rest of the minute's slots, then the probe and publish);
+- the one interface endpoint (CloudWatch), per hour in one zone;
+- the KMS key of the alert topic; the dashboard; the canary's log lines.
 """
 
 from __future__ import annotations
@@ -21,45 +43,60 @@ PRICES_USD = {
     "lambda_per_million_requests": 0.20,
     "interface_endpoint_hour": 0.01,
     "dashboard_month": 3.00,
+    "kms_key_month": 1.00,
+    "log_ingestion_gb": 0.50,
 }
 
 # Per instance: cpu, memory, disk /, disk /data, system status, instance status, agent heartbeat.
 STANDARD_ALARMS_PER_INSTANCE = 7
 HIGH_RESOLUTION_ALARMS_PER_INSTANCE = 1  # SSH responsive, 10-second periods
 STANDARD_ALARMS_PER_STACK = 1  # the canary's own errors
-# mem, swap, disk used for 2 paths (as collected and aggregated by path), sshd procstat x 3, canary x 2
-CUSTOM_METRICS_PER_INSTANCE = 1 + 1 + 2 * 2 + 3 + 2
-GPU_METRICS_PER_GPU = 5
+# mem_used_percent; disk_used_percent for 2 paths as collected and rolled up by (InstanceId, path); SSHResponsive.
+CUSTOM_METRICS_PER_INSTANCE = 1 + 2 * 2 + 1
+GPU_METRICS_PER_GPU = 2  # utilization_gpu and memory_used, the dashboard's
+DETAILED_MONITORING = False
+EC2_DETAILED_METRICS = 7  # what detailed monitoring bills per instance, as custom metrics
+AGENT_REQUESTS_PER_MINUTE = 1
 CANARY_MEMORY_GB = 0.125
-CANARY_SECONDS_PER_INVOCATION = 60
-INTERFACE_ENDPOINTS = 2  # monitoring and ec2, for the canary inside the VPC
+CANARY_WORK_S = 1.0  # probe a healthy fleet and publish, after the last slot
+INTERFACE_ENDPOINTS = 1  # monitoring, for the canary inside the VPC
+CANARY_LOG_BYTES_PER_INVOCATION = 600  # Lambda's START/END/REPORT lines and the canary's summary
 
 
-def monitoring_cost_usd_month(instances: int, gpus_per_instance: int, detection: Detection) -> float:
-    """Alarms, custom metrics, metric requests, the canary Lambda, its VPC endpoints and the dashboard."""
+def canary_seconds_per_invocation(detection: Detection) -> float:
+    """How long one invocation lives: to the first slot, the minute's other slots, the last probe."""
+    interval = detection.canary_interval_s
+    return interval / 2 + (detection.samples_per_minute - 1) * interval + CANARY_WORK_S
+
+
+def monitoring_cost_items(instances: int, gpus_per_instance: int, detection: Detection) -> dict[str, float]:
+    """USD per month, per billed item (see the module docstring for what each counts)."""
     p = PRICES_USD
-    alarms = (
-        instances
+    invocations = MINUTES_PER_MONTH
+    metrics = instances * (CUSTOM_METRICS_PER_INSTANCE + GPU_METRICS_PER_GPU * gpus_per_instance)
+    requests = MINUTES_PER_MONTH * instances * AGENT_REQUESTS_PER_MINUTE + invocations
+    return {
+        "alarms": instances
         * (
             STANDARD_ALARMS_PER_INSTANCE * p["standard_alarm_month"]
             + HIGH_RESOLUTION_ALARMS_PER_INSTANCE * p["high_resolution_alarm_month"]
         )
-        + STANDARD_ALARMS_PER_STACK * p["standard_alarm_month"]
-    )
-    metrics = instances * (CUSTOM_METRICS_PER_INSTANCE + GPU_METRICS_PER_GPU * gpus_per_instance)
-    canary_rounds_per_minute = 60 / detection.canary_interval_s
-    requests = MINUTES_PER_MONTH * (instances + canary_rounds_per_minute)  # agent: one a minute per instance
-    canary = MINUTES_PER_MONTH * (
-        CANARY_SECONDS_PER_INVOCATION * CANARY_MEMORY_GB * p["lambda_arm64_gb_second"]
-        + p["lambda_per_million_requests"] / 1e6
-    )
-    endpoints = INTERFACE_ENDPOINTS * HOURS_PER_MONTH * p["interface_endpoint_hour"]
-    total = (
-        alarms
-        + metrics * p["custom_metric_month"]
-        + requests / 1000 * p["put_metric_data_per_1000_requests"]
-        + canary
-        + endpoints
-        + p["dashboard_month"]
-    )
-    return round(total, 2)
+        + STANDARD_ALARMS_PER_STACK * p["standard_alarm_month"],
+        "custom_metrics": metrics * p["custom_metric_month"],
+        "detailed_monitoring": instances * EC2_DETAILED_METRICS * p["custom_metric_month"] * DETAILED_MONITORING,
+        "put_metric_data": requests / 1000 * p["put_metric_data_per_1000_requests"],
+        "canary_lambda": invocations
+        * (
+            canary_seconds_per_invocation(detection) * CANARY_MEMORY_GB * p["lambda_arm64_gb_second"]
+            + p["lambda_per_million_requests"] / 1e6
+        ),
+        "interface_endpoints": INTERFACE_ENDPOINTS * HOURS_PER_MONTH * p["interface_endpoint_hour"],
+        "kms_key": p["kms_key_month"],
+        "dashboard": p["dashboard_month"],
+        "logs": invocations * CANARY_LOG_BYTES_PER_INVOCATION / 1e9 * p["log_ingestion_gb"],
+    }
+
+
+def monitoring_cost_usd_month(instances: int, gpus_per_instance: int, detection: Detection) -> float:
+    """The total of monitoring_cost_items, rounded to cents."""
+    return round(sum(monitoring_cost_items(instances, gpus_per_instance, detection).values()), 2)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra.detection import Detection, detection_problems
+from infra.detection import MIN_HEARTBEAT_MINUTES, Detection, detection_problems
 
 NAMESPACE = "trainguard"
 SNAPSHOT_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)  # what DLM's interval accepts
@@ -175,7 +175,11 @@ def validate(raw: Mapping[str, Any]) -> Settings:
             "sshUnresponsiveSeconds", defaults.ssh_unresponsive_seconds, 20, 3600, "use 20 to 3600 seconds"
         ),
         heartbeat_missing_minutes=integer(
-            "heartbeatMissingMinutes", defaults.heartbeat_missing_minutes, 1, 60, "use 1 to 60 minutes"
+            "heartbeatMissingMinutes",
+            defaults.heartbeat_missing_minutes,
+            MIN_HEARTBEAT_MINUTES,
+            60,
+            f"use {MIN_HEARTBEAT_MINUTES} to 60 minutes (fewer would reboot a host whose agent skipped a beat)",
         ),
     )
     if not errors:

@@ -12,6 +12,7 @@ from infra.alarm_specs import instance_alarms
 from infra.components.alarms import InstanceAlarms
 from infra.components.alerts import AlertTopic
 from infra.components.auto_reboot import AutoReboot
+from infra.components.bundle import InstanceBundle
 from infra.components.canary import SshCanary
 from infra.components.dashboard import StackDashboard
 from infra.components.instance import Placement, TrainingInstance
@@ -62,6 +63,8 @@ class TrainingStack(pulumi.ComponentResource):
             f"{name}-alerts", emails=settings.alert_emails, account_id=account_id, partition=partition, opts=child
         )
         results = ResultsBucket(f"{name}-results", opts=child)
+        # Every instance alarm's name starts with this, so one permission covers them all.
+        alarm_prefix = f"trainguard-{pulumi.get_stack()}-"
         recovery = AutoReboot(
             f"{name}-auto-reboot",
             topic_arn=alerts.topic_arn,
@@ -71,6 +74,7 @@ class TrainingStack(pulumi.ComponentResource):
             region=region,
             partition=partition,
             account_id=account_id,
+            alarm_name_prefix=alarm_prefix,
             opts=child,
         )
         SnapshotPolicy(
@@ -84,27 +88,19 @@ class TrainingStack(pulumi.ComponentResource):
 
         subnet = aws.ec2.get_subnet(id=settings.subnet_id or self._default_subnet(settings.instance_type))
         ssh = SshAccess(f"{name}-ssh", vpc_id=subnet.vpc_id, allowed_cidrs=settings.ssh_allowed_cidrs, opts=child)
-        SshCanary(
-            f"{name}-canary",
-            vpc_id=subnet.vpc_id,
-            subnet_id=subnet.id,
-            instance_security_group_id=ssh.security_group_id,
-            detection=settings.detection,
-            topic_arn=alerts.topic_arn,
-            region=region,
-            partition=partition,
-            account_id=account_id,
-            opts=child,
-        )
         key_name: pulumi.Input[str] | None = settings.key_name
         if settings.ssh_public_key is not None:
             key_name = aws.ec2.KeyPair(f"{name}-key", public_key=settings.ssh_public_key, opts=child).key_name
+        bundle = InstanceBundle(f"{name}-bundle", bucket_name=results.bucket_name, opts=child)
         placement = Placement(
             ami_id=settings.ami_id or self._deep_learning_ami(instance_type.supported_architectures),
             subnet_id=subnet.id,
             availability_zone=subnet.availability_zone,
             security_group_id=ssh.security_group_id,
             key_name=key_name,
+            region=region,
+            bundle_version=bundle.version,
+            bundle_upload=bundle.upload,
         )
 
         specs = instance_alarms(settings, can_recover=bool(instance_type.auto_recovery_supported))
@@ -124,16 +120,29 @@ class TrainingStack(pulumi.ComponentResource):
             InstanceAlarms(
                 f"{name}-node-{index}-alarms",
                 instance_id=node.instance_id,
+                name_prefix=alarm_prefix,
                 specs=specs,
                 topic_arn=alerts.topic_arn,
                 bucket_name=results.bucket_name,
                 region=region,
                 partition=partition,
                 auto_reboot_arn=recovery.function_arn,
-                account_id=account_id,
                 opts=child,
             )
             nodes.append(node)
+        SshCanary(
+            f"{name}-canary",
+            vpc_id=subnet.vpc_id,
+            subnet_id=subnet.id,
+            instance_security_group_id=ssh.security_group_id,
+            targets=[(node.instance_id, node.private_ip) for node in nodes],
+            detection=settings.detection,
+            topic_arn=alerts.topic_arn,
+            region=region,
+            partition=partition,
+            account_id=account_id,
+            opts=child,
+        )
         dashboard = StackDashboard(
             f"{name}-dashboard", instance_ids=[node.instance_id for node in nodes], region=region, opts=child
         )

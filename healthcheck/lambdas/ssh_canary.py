@@ -1,22 +1,32 @@
 """SSH canary: does each managed instance's sshd still send its identification? Published every few seconds.
 
 Handler: healthcheck.lambdas.ssh_canary.handler, invoked once a minute by an
-EventBridge schedule, inside the instances' VPC. Each invocation takes
-`samples` samples, one every TRAINGUARD_CANARY_INTERVAL_SECONDS, stopping early
-when the Lambda's remaining time runs short. Each sample runs the probe's
-banner stage (the code behind `python -m healthcheck probe --no-login`,
-standard library only) against every instance at once, and publishes
-Trainguard/SSHResponsive (1 or 0) and Trainguard/SSHBannerSeconds per
-InstanceId at one-second resolution.
+EventBridge schedule, inside the instances' VPC. The schedule's input names
+the targets (the stack builds it from the instances, so the canary calls no
+EC2 API):
+    {"targets": [{"instance_id": "i-...", "address": "10.0.0.5", "port": 22}], "samples": 6}
 
-Event override, for tests and manual runs (replaces discovery):
-    {"targets": [{"instance_id": "i-...", "address": "10.0.0.5", "port": 22}], "samples": 3}
+Samples land on fixed wall-clock slots, every TRAINGUARD_CANARY_INTERVAL_SECONDS
+(:00, :10, :20 ... for 10 s), so each one fills its own alarm period however
+unevenly EventBridge starts the invocation; an invocation samples the slots of
+the minute after it starts (`samples` of them), stopping early when the
+Lambda's remaining time runs short. Each sample runs the probe's banner stage
+(the code behind `python -m healthcheck probe --no-login`, standard library
+only) against every target at once. Trainguard/SSHResponsive (1 or 0) per
+InstanceId, at one-second resolution, goes to CloudWatch through the VPC
+endpoint named by TRAINGUARD_MONITORING_ENDPOINT: a round with an unresponsive
+target at once, healthy rounds together at the end of the invocation (one
+request a minute instead of six; the alarm only waits for zeros).
+
+A malformed event never makes the handler raise: each bad target or value is
+logged and left out, and the valid targets are sampled.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +37,6 @@ from typing import Any
 
 from healthcheck.probe.deadline import Deadline
 from healthcheck.probe.stages import SshdBusy, StageFailed, connect, exchange_identification, resolve
-from healthcheck.remediation.policy import managed_tag
 
 NAMESPACE = "Trainguard"
 DEFAULT_INTERVAL_S = 10
@@ -35,6 +44,13 @@ DEFAULT_INTERVAL_S = 10
 PROBE_SHARE_OF_INTERVAL = 0.5
 # Time kept back at the end of an invocation to publish and return.
 RESERVE_S = 2.0
+# A slot that began this long ago is still sampled now, not skipped (EventBridge fires a little late).
+SLOT_GRACE_S = 1.0
+# Rounds one invocation may be asked for: a manual event cannot keep the function busy for ever.
+MAX_SAMPLES = 60
+# PutMetricData takes at most 1000 metric data entries per request.
+# https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html
+MAX_ENTRIES_PER_REQUEST = 1000
 
 log = logging.getLogger("trainguard.ssh_canary")
 log.setLevel(logging.INFO)
@@ -75,106 +91,139 @@ def banner_sample(target: Target, timeout: float, clock: Callable[[], float] = t
 
 def metric_data(samples: list[Sample], at: datetime) -> list[dict[str, Any]]:
     """PutMetricData entries for one sample round: high resolution, dimensioned by InstanceId only."""
-    data = []
-    for sample in samples:
-        dimensions = [{"Name": "InstanceId", "Value": sample.instance_id}]
-        data.append(
-            {
-                "MetricName": "SSHResponsive",
-                "Dimensions": dimensions,
-                "Timestamp": at,
-                "Value": 1.0 if sample.responsive else 0.0,
-                "Unit": "Count",
-                "StorageResolution": 1,
-            }
-        )
-        data.append(
-            {
-                "MetricName": "SSHBannerSeconds",
-                "Dimensions": dimensions,
-                "Timestamp": at,
-                "Value": round(sample.seconds, 3),
-                "Unit": "Seconds",
-                "StorageResolution": 1,
-            }
-        )
-    return data
+    return [
+        {
+            "MetricName": "SSHResponsive",
+            "Dimensions": [{"Name": "InstanceId", "Value": sample.instance_id}],
+            "Timestamp": at,
+            "Value": 1.0 if sample.responsive else 0.0,
+            "Unit": "Count",
+            "StorageResolution": 1,
+        }
+        for sample in samples
+    ]
+
+
+def first_slot(now: float, interval: float) -> float:
+    """The first wall-clock slot (a multiple of the interval) to sample: the next one, or one just begun."""
+    return math.ceil((now - SLOT_GRACE_S) / interval) * interval
+
+
+def parse_event(event: Any, default_port: int, default_samples: int) -> tuple[list[Target], int, list[str]]:
+    """The valid targets and the number of rounds an event asks for, and a line for each thing left out."""
+    problems: list[str] = []
+    if not isinstance(event, Mapping):
+        return [], default_samples, [f"the event is a {type(event).__name__}, not an object: nothing to sample"]
+    raw_targets = event.get("targets")
+    if not isinstance(raw_targets, list):
+        problems.append(f"targets is {_shown(raw_targets)}, not a list: nothing to sample")
+        raw_targets = []
+    targets = []
+    for index, raw in enumerate(raw_targets):
+        target, problem = _target(raw, default_port)
+        if problem is not None:
+            problems.append(f"targets[{index}] left out: {problem}")
+        elif target is not None:
+            targets.append(target)
+    samples = default_samples
+    if "samples" in event:
+        value = event["samples"]
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SAMPLES:
+            samples = value
+        else:
+            problems.append(f"samples is {_shown(value)}, not a whole number 1 to {MAX_SAMPLES}: using {samples}")
+    return targets, samples, problems
+
+
+def _target(raw: Any, default_port: int) -> tuple[Target | None, str | None]:
+    if not isinstance(raw, Mapping):
+        return None, f"{_shown(raw)} is not an object"
+    instance_id, address, port = raw.get("instance_id"), raw.get("address"), raw.get("port", default_port)
+    if not isinstance(instance_id, str) or not instance_id.strip():
+        return None, f"instance_id is {_shown(instance_id)}, not a non-empty string"
+    if not isinstance(address, str) or not address.strip() or any(c.isspace() for c in address):
+        return None, f"address is {_shown(address)}, not a host name or address"
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        return None, f"port is {_shown(port)}, not a port number 1 to 65535"
+    return Target(instance_id, address, port), None
+
+
+def _shown(value: Any) -> str:
+    """A bad value, short and printable, for a log line."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Canary:
-    """One invocation's sampling loop, with its clients, clocks and sleep injectable."""
+    """One invocation's sampling loop, with its client, clocks, sleep and sampler injectable."""
 
     def __init__(
         self,
         cloudwatch: Any,
-        ec2: Any | None = None,
         *,
         interval: float = DEFAULT_INTERVAL_S,
-        managed_tag: tuple[str, str] = ("trainguard:managed", "true"),
         port: int = 22,
+        wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         sleep: Callable[[float], None] = time.sleep,
+        sample: Callable[[Target, float, Callable[[], float]], Sample] = banner_sample,
     ) -> None:
         self.cloudwatch = cloudwatch
-        self.ec2 = ec2
         self.interval = interval
         self.timeout = interval * PROBE_SHARE_OF_INTERVAL
-        self.managed_tag = managed_tag
         self.port = port
+        self.wall = wall
         self.monotonic = monotonic
-        self.now = now
         self.sleep = sleep
+        self.sample = sample
 
-    def discover(self) -> list[Target]:
-        """Running instances tagged managed, at their private addresses (the canary runs in their VPC)."""
-        assert self.ec2 is not None, "discovery needs an EC2 client"
-        key, value = self.managed_tag
-        pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": f"tag:{key}", "Values": [value]}, {"Name": "instance-state-name", "Values": ["running"]}]
-        )
-        return [
-            Target(instance["InstanceId"], instance["PrivateIpAddress"], self.port)
-            for page in pages
-            for reservation in page["Reservations"]
-            for instance in reservation["Instances"]
-            if instance.get("PrivateIpAddress")
-        ]
+    @property
+    def samples_per_minute(self) -> int:
+        return max(1, int(60 // self.interval))
 
     def run(self, targets: list[Target], samples: int, remaining_ms: Callable[[], int]) -> list[list[Sample]]:
-        """Up to `samples` rounds, one per interval, while a whole round still fits in the remaining time."""
+        """Up to `samples` rounds on consecutive slots, while a whole round still fits in the remaining time."""
         rounds: list[list[Sample]] = []
-        started = self.monotonic()
-        for number in range(samples):
-            slot = started + number * self.interval
-            wait = slot - self.monotonic()
+        healthy: list[dict[str, Any]] = []
+        slot = first_slot(self.wall(), self.interval)
+        for _ in range(samples):
+            wait = slot - self.wall()
             if remaining_ms() / 1000 - max(wait, 0.0) < self.timeout + RESERVE_S:
                 break
             if wait > 0:
                 self.sleep(wait)
-            at = self.now()
             with ThreadPoolExecutor(max_workers=min(64, len(targets)) or 1) as pool:
-                results = list(pool.map(lambda target: banner_sample(target, self.timeout, self.monotonic), targets))
-            for chunk in range(0, len(results), 500):  # PutMetricData takes 1000 entries, two per target
-                self.cloudwatch.put_metric_data(
-                    Namespace=NAMESPACE, MetricData=metric_data(results[chunk : chunk + 500], at)
-                )
+                results = list(pool.map(lambda target: self.sample(target, self.timeout, self.monotonic), targets))
+            data = metric_data(results, datetime.fromtimestamp(slot, timezone.utc))
+            if all(sample.responsive for sample in results):
+                healthy += data  # the alarm waits only for zeros: these can go with the next request
+            else:
+                self._publish(healthy + data)
+                healthy = []
             rounds.append(results)
+            slot += self.interval
+        self._publish(healthy)
         return rounds
+
+    def _publish(self, data: list[dict[str, Any]]) -> None:
+        for chunk in range(0, len(data), MAX_ENTRIES_PER_REQUEST):
+            self.cloudwatch.put_metric_data(
+                Namespace=NAMESPACE, MetricData=data[chunk : chunk + MAX_ENTRIES_PER_REQUEST]
+            )
 
 
 def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str, Any]:
-    """Sample every managed instance (or the event's targets) and publish; raises only if it cannot publish."""
+    """Sample the event's targets and publish; raises only if it cannot publish."""
     if canary is None:
         import boto3
 
-        canary = Canary(boto3.client("cloudwatch"), boto3.client("ec2"), **_settings(os.environ))
-    event = event if isinstance(event, dict) else {}
-    if "targets" in event:
-        targets = [Target(t["instance_id"], t["address"], int(t.get("port", canary.port))) for t in event["targets"]]
-    else:
-        targets = canary.discover()
-    samples = int(event.get("samples", max(1, int(60 // canary.interval))))
+        canary = Canary(
+            boto3.client("cloudwatch", endpoint_url=os.environ.get("TRAINGUARD_MONITORING_ENDPOINT") or None),
+            **_settings(os.environ),
+        )
+    targets, samples, problems = parse_event(event, canary.port, canary.samples_per_minute)
+    for problem in problems:
+        log.warning(json.dumps({"event": "trainguard.canary.bad_input", "problem": problem}))
     if not targets:
         log.info(json.dumps({"event": "trainguard.canary", "targets": 0}))
         return {"targets": 0, "rounds": []}
@@ -187,7 +236,12 @@ def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str,
     for sample in (s for round_ in rounds for s in round_ if not s.responsive):
         log.info(
             json.dumps(
-                {"event": "trainguard.canary.unresponsive", "instance_id": sample.instance_id, "detail": sample.detail}
+                {
+                    "event": "trainguard.canary.unresponsive",
+                    "instance_id": sample.instance_id,
+                    "seconds": round(sample.seconds, 3),
+                    "detail": sample.detail,
+                }
             )
         )
     return summary
@@ -196,6 +250,5 @@ def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str,
 def _settings(environ: Mapping[str, str]) -> dict[str, Any]:
     return {
         "interval": float(environ.get("TRAINGUARD_CANARY_INTERVAL_SECONDS", DEFAULT_INTERVAL_S)),
-        "managed_tag": managed_tag(environ),
         "port": int(environ.get("TRAINGUARD_SSH_PORT", "22")),
     }

@@ -1,4 +1,9 @@
-"""InstanceAlarms: the per-instance alarms of infra.alarm_specs, emailing on ALARM and on OK."""
+"""InstanceAlarms: the per-instance alarms of infra.alarm_specs, emailing on ALARM and on OK.
+
+Each is named `<name_prefix><instance id>-<key>`: the auto-reboot function
+grants invocation to that name pattern once (AutoReboot), so its resource
+policy does not grow with the fleet.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,13 @@ class InstanceAlarms(pulumi.ComponentResource):
         name: str,
         *,
         instance_id: pulumi.Output[str],
+        name_prefix: str,
         specs: tuple[AlarmSpec, ...],
         topic_arn: pulumi.Output[str],
         bucket_name: pulumi.Output[str],
         region: str,
         partition: str,
         auto_reboot_arn: pulumi.Output[str],
-        account_id: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("trainguard:monitoring:InstanceAlarms", name, None, opts)
@@ -34,18 +39,7 @@ class InstanceAlarms(pulumi.ComponentResource):
                 actions.append(recover_action)
             if spec.invokes_auto_reboot:
                 actions.append(auto_reboot_arn)
-            alarm = self._alarm(name, spec, instance_id, topic_arn, bucket_name, actions)
-            if spec.invokes_auto_reboot:
-                # Scoped to this alarm: no other alarm, and no other account, may invoke the function.
-                aws.lambda_.Permission(
-                    f"{name}-{spec.key}-invoke",
-                    action="lambda:InvokeFunction",
-                    function=auto_reboot_arn,
-                    principal="lambda.alarms.cloudwatch.amazonaws.com",
-                    source_arn=alarm.arn,
-                    source_account=account_id,
-                    opts=pulumi.ResourceOptions(parent=self),
-                )
+            alarm = self._alarm(name, spec, instance_id, name_prefix, topic_arn, bucket_name, actions)
             self.alarm_arns[spec.key] = alarm.arn
         self.register_outputs({"alarm_arns": self.alarm_arns})
 
@@ -54,13 +48,14 @@ class InstanceAlarms(pulumi.ComponentResource):
         name: str,
         spec: AlarmSpec,
         instance_id: pulumi.Output[str],
+        name_prefix: str,
         topic_arn: pulumi.Output[str],
         bucket_name: pulumi.Output[str],
         actions: list[pulumi.Input[str]],
     ) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(
             f"{name}-{spec.key}",
-            name=instance_id.apply(lambda iid: f"trainguard-{iid}-{spec.key}"),
+            name=instance_id.apply(lambda iid: f"{name_prefix}{iid}-{spec.key}"),
             alarm_description=pulumi.Output.all(instance_id, bucket_name).apply(
                 lambda args: spec.describe(args[0], args[1])
             ),

@@ -1,6 +1,8 @@
 """AutoReboot: the Lambda that recovers hung instances, its least-privilege role, logs, retries and triggers.
 
-Alarms invoke it directly (InstanceAlarms grants each one permission); EC2's
+Alarms invoke it directly, through one permission for every alarm whose name
+starts with the stack's instance-alarm prefix (so the function's 20 KB resource
+policy does not grow with the fleet); EC2's
 "stopped" events reach it through EventBridge, so an instance it stopped for a
 stop/start is started again without waiting inside the 60-second function.
 """
@@ -37,6 +39,7 @@ class AutoReboot(pulumi.ComponentResource):
         region: str,
         partition: str,
         account_id: str,
+        alarm_name_prefix: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("trainguard:remediation:AutoReboot", name, None, opts)
@@ -100,6 +103,17 @@ class AutoReboot(pulumi.ComponentResource):
             function=function.name,
             principal="events.amazonaws.com",
             source_arn=stopped.arn,
+            opts=child,
+        )
+
+        # One grant for every instance alarm of this stack, however many instances there are.
+        aws.lambda_.Permission(
+            f"{name}-alarms-permission",
+            action="lambda:InvokeFunction",
+            function=function.name,
+            principal="lambda.alarms.cloudwatch.amazonaws.com",
+            source_arn=f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:{alarm_name_prefix}i-*",
+            source_account=account_id,
             opts=child,
         )
 

@@ -1,10 +1,19 @@
-"""SshCanary: a Lambda inside the instances' VPC that samples every managed sshd's banner, every few seconds.
+"""SshCanary: a Lambda inside the instances' VPC that samples every instance's sshd banner, every few seconds.
 
-It has its own security group, which the instances' group admits on port 22,
-and reaches CloudWatch and EC2 through interface endpoints (a function in a
-VPC has no route to the public API endpoints). If the canary itself fails, an
-alarm on its Errors emails a person: a broken canary is never a reason to
-reboot anything.
+Its targets (instance id, private address, port) travel in the schedule's
+input, built from the instances, so it calls no EC2 API. It has its own
+security group, which the instances' group admits on port 22, and reaches
+CloudWatch through one interface endpoint (a function in a VPC has no route to
+the public API endpoints). The endpoint has no private DNS: with it, the
+public name monitoring.<region>.amazonaws.com would resolve, for the whole
+VPC, to an interface only the canary may reach, and every instance's
+CloudWatch agent would go silent. The canary is given the endpoint's own DNS
+name instead. If the canary itself fails, an alarm on its Errors emails a
+person: a broken canary is never a reason to reboot anything.
+
+On `pulumi destroy`, EC2 releases the function's network interfaces many
+minutes after the function is gone, and only then can the security groups be
+deleted: their delete timeout covers that.
 """
 
 from __future__ import annotations
@@ -16,13 +25,31 @@ import pulumi_aws as aws
 
 from infra.components.packaged_function import PackagedFunction
 from infra.detection import Detection
-from infra.policies import MANAGED_TAG_KEY, ssh_canary
+from infra.policies import ssh_canary
 
 HANDLER = "healthcheck.lambdas.ssh_canary.handler"
-TIMEOUT_S = 60
+# A minute of slots, the last up to one interval after the minute's start, then its probe and the publish.
+TIMEOUT_S = 75
 MEMORY_MB = 128
 LOG_RETENTION_DAYS = 14
-ENDPOINT_SERVICES = ("monitoring", "ec2")
+SSH_PORT = 22
+# Lambda releases a deleted function's VPC interfaces only after many minutes, and the groups cannot go
+# before them; the provider waits 15 minutes by default.
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html
+SECURITY_GROUP_DELETE_TIMEOUT = "60m"
+
+
+def schedule_input(targets: list[tuple[str, str]], samples: int) -> str:
+    """The canary's event: every instance's id and private address (pure)."""
+    return json.dumps(
+        {
+            "targets": [
+                {"instance_id": instance_id, "address": address, "port": SSH_PORT} for instance_id, address in targets
+            ],
+            "samples": samples,
+        },
+        separators=(",", ":"),
+    )
 
 
 class SshCanary(pulumi.ComponentResource):
@@ -35,6 +62,7 @@ class SshCanary(pulumi.ComponentResource):
         vpc_id: str,
         subnet_id: str,
         instance_security_group_id: pulumi.Output[str],
+        targets: list[tuple[pulumi.Output[str], pulumi.Output[str]]],
         detection: Detection,
         topic_arn: pulumi.Output[str],
         region: str,
@@ -45,14 +73,18 @@ class SshCanary(pulumi.ComponentResource):
         super().__init__("trainguard:monitoring:SshCanary", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        canary_group = aws.ec2.SecurityGroup(
-            f"{name}-sg", description="trainguard SSH canary", vpc_id=vpc_id, opts=child
+        slow_delete = pulumi.ResourceOptions(
+            parent=self, custom_timeouts=pulumi.CustomTimeouts(delete=SECURITY_GROUP_DELETE_TIMEOUT)
         )
+        canary_group = aws.ec2.SecurityGroup(
+            f"{name}-sg", description="trainguard SSH canary", vpc_id=vpc_id, opts=slow_delete
+        )
+        # EC2 accepts only a-zA-Z0-9 and ._-:/()#,@[]+=&;{}!$* and spaces here (infra.aws_rules).
         endpoint_group = aws.ec2.SecurityGroup(
             f"{name}-endpoints-sg",
-            description="trainguard canary's CloudWatch and EC2 endpoints",
+            description="trainguard canary CloudWatch endpoint",
             vpc_id=vpc_id,
-            opts=child,
+            opts=slow_delete,
         )
         for rule, (group, peer, port) in {
             "to-ssh": (canary_group.id, instance_security_group_id, 22),
@@ -80,17 +112,16 @@ class SshCanary(pulumi.ComponentResource):
                 to_port=port,
                 opts=child,
             )
-        for service in ENDPOINT_SERVICES:
-            aws.ec2.VpcEndpoint(
-                f"{name}-{service}-endpoint",
-                vpc_id=vpc_id,
-                service_name=f"com.amazonaws.{region}.{service}",
-                vpc_endpoint_type="Interface",
-                subnet_ids=[subnet_id],
-                security_group_ids=[endpoint_group.id],
-                private_dns_enabled=True,
-                opts=child,
-            )
+        endpoint = aws.ec2.VpcEndpoint(
+            f"{name}-monitoring-endpoint",
+            vpc_id=vpc_id,
+            service_name=f"com.amazonaws.{region}.monitoring",
+            vpc_endpoint_type="Interface",
+            subnet_ids=[subnet_id],
+            security_group_ids=[endpoint_group.id],
+            private_dns_enabled=False,
+            opts=child,
+        )
 
         function = PackagedFunction(
             name,
@@ -106,7 +137,10 @@ class SshCanary(pulumi.ComponentResource):
             ),
             environment={
                 "TRAINGUARD_CANARY_INTERVAL_SECONDS": str(detection.canary_interval_s),
-                "TRAINGUARD_MANAGED_TAG": f"{MANAGED_TAG_KEY}=true",
+                # The endpoint's regional name comes first in its DNS entries.
+                "TRAINGUARD_MONITORING_ENDPOINT": endpoint.dns_entries.apply(
+                    lambda entries: f"https://{entries[0].dns_name}"
+                ),
             },
             vpc=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=[subnet_id], security_group_ids=[canary_group.id]),
             opts=child,
@@ -118,7 +152,15 @@ class SshCanary(pulumi.ComponentResource):
         schedule = aws.cloudwatch.EventRule(
             f"{name}-schedule", description="trainguard SSH canary", schedule_expression="rate(1 minute)", opts=child
         )
-        aws.cloudwatch.EventTarget(f"{name}-schedule-target", rule=schedule.name, arn=function.arn, opts=child)
+        aws.cloudwatch.EventTarget(
+            f"{name}-schedule-target",
+            rule=schedule.name,
+            arn=function.arn,
+            input=pulumi.Output.all(*(pulumi.Output.all(iid, address) for iid, address in targets)).apply(
+                lambda pairs: schedule_input([(str(p[0]), str(p[1])) for p in pairs], detection.samples_per_minute)
+            ),
+            opts=child,
+        )
         aws.lambda_.Permission(
             f"{name}-schedule-permission",
             action="lambda:InvokeFunction",
@@ -134,7 +176,7 @@ class SshCanary(pulumi.ComponentResource):
                 "trainguard's SSH canary function failed in the last 5 minutes, so SSH freezes may go unnoticed "
                 "until the agent-heartbeat or EC2 status alarms fire. trainguard rebooted nothing: a broken canary "
                 "is no reason to. Look at the function's log group for the error (aws logs tail), and check the "
-                "VPC endpoints for CloudWatch and EC2."
+                "VPC endpoint for CloudWatch."
             ),
             namespace="AWS/Lambda",
             metric_name="Errors",

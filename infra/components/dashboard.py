@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.agent_config import NAMESPACE
+from infra.agent_config import GPU_DIMENSIONS, NAMESPACE
 
 
 def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
@@ -17,13 +17,7 @@ def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
     for row, iid in enumerate(instance_ids):
         graphs: list[tuple[str, list[list[Any]]]] = [
             ("CPU %", [["AWS/EC2", "CPUUtilization", "InstanceId", iid]]),
-            (
-                "Memory and swap used %",
-                [
-                    [NAMESPACE, "mem_used_percent", "InstanceId", iid],
-                    [NAMESPACE, "swap_used_percent", "InstanceId", iid],
-                ],
-            ),
+            ("Memory used %", [[NAMESPACE, "mem_used_percent", "InstanceId", iid]]),
             (
                 "Disk used %",
                 [
@@ -36,7 +30,7 @@ def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
                 [
                     [
                         {
-                            "expression": f'SEARCH(\'{{{NAMESPACE},InstanceId,arch,index,name}} InstanceId="{iid}" '
+                            "expression": f'SEARCH(\'{{{NAMESPACE},{",".join(GPU_DIMENSIONS)}}} InstanceId="{iid}" '
                             'MetricName=("nvidia_smi_utilization_gpu" OR "nvidia_smi_memory_used")\', \'Average\', 60)',
                             "id": "gpu",
                         }

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.policies import MANAGED_TAG_KEY, SNAPSHOT_TAG_KEY, assume_role, results_writer
+from infra.bundle import BUNDLE_PREFIX, fetch_and_apply
+from infra.policies import MANAGED_TAG_KEY, SNAPSHOT_TAG_KEY, assume_role, bundle_reader, results_writer
 from infra.user_data import user_data
 
 DATA_DEVICE = "/dev/sdf"
@@ -23,11 +24,15 @@ class Placement:
     availability_zone: str
     security_group_id: pulumi.Input[str]
     key_name: pulumi.Input[str] | None
+    region: str
+    bundle_version: str
+    bundle_upload: pulumi.Resource
 
 
 class TrainingInstance(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
     data_volume_id: pulumi.Output[str]
 
     def __init__(
@@ -82,8 +87,10 @@ class TrainingInstance(pulumi.ComponentResource):
             vpc_security_group_ids=[placement.security_group_id],
             key_name=placement.key_name,
             iam_instance_profile=profile.name,
-            monitoring=True,
-            metadata_options={"http_tokens": "required", "http_endpoint": "enabled", "http_put_response_hop_limit": 1},
+            # Basic monitoring: detailed 1-minute metrics are billed and no alarm needs them (infra.pricing).
+            monitoring=False,
+            # Hop limit 2: containers on the instance (Docker, NGC images) get the role's credentials too.
+            metadata_options={"http_tokens": "required", "http_endpoint": "enabled", "http_put_response_hop_limit": 2},
             root_block_device={
                 "volume_type": "gp3",
                 "volume_size": root_volume_gib,
@@ -91,9 +98,15 @@ class TrainingInstance(pulumi.ComponentResource):
                 "delete_on_termination": True,
                 "tags": {"Name": f"{name}-root", MANAGED_TAG_KEY: "true"},
             },
-            user_data=pulumi.Output.all(bucket_name, data_volume.id).apply(lambda args: user_data(args[0], args[1])),
+            user_data=pulumi.Output.all(bucket_name, data_volume.id).apply(
+                lambda args: user_data(args[0], args[1], placement.region, placement.bundle_version)
+            ),
             tags=tags,
-            opts=child,
+            # A new AMI or new user data would replace, or stop and start, a running training instance: never.
+            # New settings reach it as a bundle version (below); a new AMI only on purpose (README, Deploy).
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["ami", "userData"], depends_on=[placement.bundle_upload]
+            ),
         )
         aws.ec2.VolumeAttachment(
             f"{name}-data-attachment",
@@ -102,6 +115,22 @@ class TrainingInstance(pulumi.ComponentResource):
             instance_id=instance.id,
             stop_instance_before_detaching=True,
             opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-bundle",
+            role=role.id,
+            policy=bucket_arn.apply(lambda arn: json.dumps(bundle_reader(arn, BUNDLE_PREFIX))),
+            opts=child,
+        )
+        # Applies each new bundle version to the running instance; its parameters name the version.
+        aws.ssm.Association(
+            f"{name}-bundle-association",
+            # The stack's name in it tells a person, and State Manager's list, which stack it belongs to.
+            association_name=f"{name}-bundle-{pulumi.get_stack()}"[:128],
+            name="AWS-RunShellScript",
+            targets=[{"key": "InstanceIds", "values": [instance.id]}],
+            parameters={"commands": fetch_and_apply(placement.bundle_version), "executionTimeout": "900"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[placement.bundle_upload]),
         )
         # Scoped to the instance's own id, so the policy can only follow the instance.
         aws.iam.RolePolicy(
@@ -115,6 +144,7 @@ class TrainingInstance(pulumi.ComponentResource):
 
         self.instance_id = instance.id
         self.public_ip = instance.public_ip
+        self.private_ip = instance.private_ip
         self.data_volume_id = data_volume.id
         self.register_outputs(
             {"instance_id": instance.id, "public_ip": instance.public_ip, "data_volume_id": data_volume.id}

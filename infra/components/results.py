@@ -18,14 +18,12 @@ class ResultsBucket(pulumi.ComponentResource):
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainguard:results:ResultsBucket", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # Results must survive `pulumi destroy`: the bucket is left behind, not emptied, and so is
+        # everything that protects it (private, TLS only, encrypted, old versions expiring), or a kept
+        # bucket would be left open and pile up old versions for ever.
+        child = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
 
-        # Results must survive `pulumi destroy`: the bucket is left behind, not emptied.
-        bucket = aws.s3.Bucket(
-            f"{name}-bucket",
-            bucket_prefix="trainguard-results-",
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
-        )
+        bucket = aws.s3.Bucket(f"{name}-bucket", bucket_prefix="trainguard-results-", opts=child)
         aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",
             bucket=bucket.id,
@@ -54,7 +52,8 @@ class ResultsBucket(pulumi.ComponentResource):
                 {
                     "id": "expire-noncurrent-versions",
                     "status": "Enabled",
-                    "filter": {},
+                    # Every object; an empty filter block is deprecated by the provider.
+                    "filter": {"prefix": ""},
                     "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
                 }

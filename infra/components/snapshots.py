@@ -36,7 +36,8 @@ class SnapshotPolicy(pulumi.ComponentResource):
         )
         policy = aws.dlm.LifecyclePolicy(
             f"{name}-policy",
-            description=f"trainguard: snapshot data volumes every {interval_hours}h, keep {retain_count}",
+            # DLM accepts only [0-9A-Za-z _-] here (infra.aws_rules).
+            description=f"trainguard snapshots data volumes every {interval_hours} h and keeps {retain_count}",
             execution_role_arn=role.arn,
             state="ENABLED",
             policy_details={

@@ -32,6 +32,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     auto_recovery: bool = False
     architectures: tuple[str, ...] = ("x86_64",)
     resources: list[Recorded] = field(default_factory=list)
+    # Resource options by resource name, as the program set them (recorded by a transformation).
+    options: dict[str, pulumi.ResourceOptions] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -41,6 +43,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "aws:ec2/instance:Instance":
             resource_id = f"i-{number:017x}"
             outputs["publicIp"] = f"198.51.100.{number}"
+            outputs["privateIp"] = f"172.31.{number // 250}.{number % 250 + 4}"  # never connected to
+        elif args.typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
+            resource_id = f"vpce-{number:017x}"
+            service = str(args.inputs.get("serviceName", "")).rsplit(".", 1)[-1]
+            outputs["dnsEntries"] = [
+                {"dnsName": f"{resource_id}-abcdefgh.{service}.{REGION}.vpce.amazonaws.com", "hostedZoneId": "Z1"},
+                {"dnsName": f"{resource_id}-abcdefgh-{REGION}a.{service}.{REGION}.vpce.amazonaws.com"},
+            ]
         elif args.typ == "aws:ebs/volume:Volume":
             resource_id = f"vol-{number:017x}"
         elif args.typ == "aws:s3/bucket:Bucket":
@@ -130,30 +140,42 @@ def settings(**overrides: Any) -> Settings:
     return Settings(**(base | overrides))
 
 
+def build(stack_settings: Settings | None = None, **mock_options: Any) -> Deployment:
+    """Build TrainingStack under mocks; returns every resource it declared, with resolved inputs."""
+    from infra.stack import TrainingStack
+
+    mocks = RecordingMocks(**mock_options)
+    pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test  # type: ignore[misc]
+    def run() -> pulumi.Output[None]:
+        def record(args: pulumi.ResourceTransformationArgs) -> None:
+            mocks.options[args.name] = args.opts
+
+        stack = TrainingStack(
+            "trainguard", stack_settings or settings(), opts=pulumi.ResourceOptions(transformations=[record])
+        )
+        exports = {
+            name: pulumi.Output.all(*value) if isinstance(value, list) else value
+            for name, value in stack.exports().items()
+        }
+        return pulumi.Output.all(**exports).apply(outputs.update)
+
+    run()
+    return Deployment(mocks, outputs)
+
+
 @pytest.fixture
 def deploy() -> Callable[..., Deployment]:
-    """Build TrainingStack under mocks; returns every resource it declared, with resolved inputs."""
+    """Build TrainingStack under mocks (see build)."""
+    return build
 
-    def run(stack_settings: Settings | None = None, **mock_options: Any) -> Deployment:
-        from infra.stack import TrainingStack
 
-        mocks = RecordingMocks(**mock_options)
-        pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
-        outputs: dict[str, Any] = {}
-
-        @pulumi.runtime.test  # type: ignore[misc]
-        def build() -> pulumi.Output[None]:
-            stack = TrainingStack("trainguard", stack_settings or settings())
-            exports = {
-                name: pulumi.Output.all(*value) if isinstance(value, list) else value
-                for name, value in stack.exports().items()
-            }
-            return pulumi.Output.all(**exports).apply(outputs.update)
-
-        build()
-        return Deployment(mocks, outputs)
-
-    return run
+@pytest.fixture(scope="module")
+def largest_plan() -> Deployment:
+    """The plan at 20 instances, the most the settings allow (built once per module: it takes seconds)."""
+    return build(settings(instance_count=20))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from infra.agent_config import agent_config
-from infra.user_data import cloud_config
+from infra.bundle import bundle_files
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "data" / "cloudwatch-agent-config.schema.json").read_text())
 
@@ -21,7 +21,7 @@ def test_agent_config_is_valid_against_the_official_schema(gpu: bool) -> None:
 
 
 def test_the_configs_the_instance_receives_are_the_validated_ones() -> None:
-    files = {f["path"]: f["content"] for f in cloud_config("bucket", "vol-0123456789abcdef0")["write_files"]}
+    files = {f.path: f.content for f in bundle_files()}
 
     base = json.loads(files["/opt/aws/amazon-cloudwatch-agent/etc/trainguard-base.json"])
     gpu = json.loads(files["/opt/aws/amazon-cloudwatch-agent/etc/trainguard-gpu.json"])
@@ -38,14 +38,15 @@ def test_the_schema_rejects_what_the_agent_would() -> None:
         jsonschema.Draft4Validator(SCHEMA).validate(broken)
 
 
-def test_metrics_the_issue_names_are_collected() -> None:
-    collected = agent_config(False)["metrics"]["metrics_collected"]
+def test_only_what_an_alarm_or_the_dashboard_uses_is_collected() -> None:
+    """Each metric is billed: memory (memory and heartbeat alarms), disk (disk alarms), GPU (dashboard)."""
+    collected = agent_config(True)["metrics"]["metrics_collected"]
 
+    assert set(collected) == {"mem", "disk", "nvidia_gpu"}
     assert collected["mem"]["measurement"] == ["mem_used_percent"]
-    assert collected["swap"]["measurement"] == ["swap_used_percent"]
     assert collected["disk"]["measurement"] == ["used_percent"]
     assert collected["disk"]["resources"] == ["/", "/data"]
-    assert collected["procstat"][0]["exe"] == "sshd"
+    assert collected["nvidia_gpu"]["measurement"] == ["utilization_gpu", "memory_used"]
 
 
 def test_gpu_metrics_only_in_the_gpu_variant() -> None:
@@ -58,12 +59,23 @@ def test_every_metric_carries_exactly_the_dimensions_alarms_select_on() -> None:
 
     assert config["agent"]["omit_hostname"] is True
     assert config["metrics"]["append_dimensions"] == {"InstanceId": "${aws:InstanceId}"}
-    assert config["metrics"]["aggregation_dimensions"] == [["InstanceId"], ["InstanceId", "path"]]
+    # Only the roll-up the disk alarms select: each roll-up is a metric of its own on the bill.
+    assert config["metrics"]["aggregation_dimensions"] == [["InstanceId", "path"]]
+
+
+def test_the_dashboard_searches_the_gpu_dimensions_the_agent_emits() -> None:
+    from infra.components.dashboard import dashboard_body
+
+    body = json.dumps(dashboard_body(["i-0123456789abcdef0"], "eu-west-1"))
+
+    # The agent's nvidia_gpu metrics carry index, name and host; host is omitted, InstanceId appended.
+    assert "{CWAgent,InstanceId,index,name}" in body
+    assert "arch" not in body and "swap" not in body
 
 
 def test_user_data_is_yaml_that_round_trips() -> None:
-    from infra.user_data import user_data
+    from infra.user_data import cloud_config, user_data
 
-    text = user_data("bucket", "vol-0123456789abcdef0")
+    text = user_data("bucket", "vol-0123456789abcdef0", "eu-west-1", "0123456789abcdef")
 
-    assert yaml.safe_load(text) == cloud_config("bucket", "vol-0123456789abcdef0")
+    assert yaml.safe_load(text) == cloud_config("bucket", "vol-0123456789abcdef0", "eu-west-1", "0123456789abcdef")

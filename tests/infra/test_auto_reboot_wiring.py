@@ -70,12 +70,12 @@ def test_role_reboots_stops_and_starts_only_managed_instances(deploy) -> None:
     assert statements["UseTheTopicKey"]["Resource"].startswith("arn:aws:kms:")
 
 
-def test_freeze_alarms_invoke_the_function_each_with_a_permission_scoped_to_it(deploy, make_settings) -> None:
+def test_freeze_alarms_invoke_the_function_through_one_permission_scoped_to_them(deploy, make_settings) -> None:
     deployment = deploy(make_settings(instance_count=2))
     function = deployment.named(AUTO_REBOOT)
     function_arn = f"arn:aws:lambda:eu-west-1:123456789012:{function.id}"
     alarms = {a.name: a for a in deployment.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
-    permissions = [
+    (permission,) = [
         p.inputs
         for p in deployment.of_type("aws:lambda/permission:Permission")
         if p.inputs["principal"] == "lambda.alarms.cloudwatch.amazonaws.com"
@@ -87,10 +87,14 @@ def test_freeze_alarms_invoke_the_function_each_with_a_permission_scoped_to_it(d
         for node in (0, 1)
         for key in ("agent-heartbeat", "instance-status", "ssh-unresponsive")
     ]
-    assert sorted(p["sourceArn"] for p in permissions) == sorted(
-        f"arn:aws:cloudwatch:eu-west-1:123456789012:{name}-id" for name in invoking
+    prefix = permission["sourceArn"].removesuffix("*")
+    assert prefix == "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:trainguard-test-i-"
+    assert all(
+        f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{alarms[n].inputs['name']}".startswith(prefix)
+        for n in invoking
     )
-    assert all(p["sourceAccount"] == "123456789012" and p["action"] == "lambda:InvokeFunction" for p in permissions)
+    assert not deployment.named("trainguard-canary-errors").inputs["name"].startswith(prefix.rsplit(":", 1)[1])
+    assert (permission["sourceAccount"], permission["action"]) == ("123456789012", "lambda:InvokeFunction")
 
 
 def test_stopped_instances_reach_the_function_through_eventbridge(deploy) -> None:

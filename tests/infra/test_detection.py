@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.detection import Detection, detection_budget, detection_problems
-from infra.pricing import PRICES_USD, monitoring_cost_usd_month
+from infra.pricing import PRICES_USD, monitoring_cost_items, monitoring_cost_usd_month
 from infra.settings import ConfigError, validate
 
 MINIMAL = {"alertEmails": ["a@example.com"], "sshAllowedCidrs": ["10.0.0.0/8"], "keyName": "k"}
@@ -14,27 +14,51 @@ MINIMAL = {"alertEmails": ["a@example.com"], "sshAllowedCidrs": ["10.0.0.0/8"], 
 @pytest.mark.parametrize(
     ("detection", "expected"),
     [
-        # interval + (n - 1) x interval + interval / 2 + 20 + 5
+        # interval + (M - 1) x interval + slack x interval + interval / 2 + 20 + 5; slack = ceil((10 + 10) / interval)
         (
             Detection(10, 60, 3),
-            {"userspace_freeze": 90, "agent_silent": 305, "instance_status": 305, "system_status": 245},
+            {"userspace_freeze": 110, "agent_silent": 305, "instance_status": 305, "system_status": 245},
         ),
         (
-            Detection(10, 30, 1),
-            {"userspace_freeze": 60, "agent_silent": 185, "instance_status": 305, "system_status": 245},
+            Detection(10, 30, 3),
+            {"userspace_freeze": 80, "agent_silent": 305, "instance_status": 305, "system_status": 245},
         ),
         (
             Detection(20, 120, 5),
-            {"userspace_freeze": 155, "agent_silent": 425, "instance_status": 305, "system_status": 245},
+            {"userspace_freeze": 175, "agent_silent": 425, "instance_status": 305, "system_status": 245},
         ),
         (
-            Detection(60, 540, 3),
+            Detection(60, 480, 3),
             {"userspace_freeze": 595, "agent_silent": 305, "instance_status": 305, "system_status": 245},
         ),
     ],
 )
 def test_budget_per_path(detection: Detection, expected: dict[str, int]) -> None:
     assert detection_budget(detection) == expected
+
+
+@pytest.mark.parametrize(
+    ("detection", "m_of_n"),
+    [
+        (Detection(10, 60, 3), (6, 8)),
+        (Detection(20, 60, 3), (3, 4)),
+        (Detection(30, 90, 3), (3, 4)),
+        (Detection(60, 120, 3), (2, 3)),
+    ],
+)
+def test_the_ssh_alarm_has_slack_for_slots_eventbridge_or_a_cold_start_skipped(
+    detection: Detection, m_of_n: tuple[int, int]
+) -> None:
+    assert (detection.canary_datapoints, detection.canary_evaluation_periods) == m_of_n
+
+
+def test_heartbeat_minutes_below_three_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate(MINIMAL | {"heartbeatMissingMinutes": "2"})
+
+    assert "trainguard:heartbeatMissingMinutes = '2': out of range 3..60" in str(caught.value)
+    assert "use 3 to 60 minutes" in str(caught.value)
+    assert validate(MINIMAL | {"heartbeatMissingMinutes": "3"}).heartbeat_missing_minutes == 3
 
 
 def test_defaults_catch_the_incident_within_two_minutes() -> None:
@@ -47,7 +71,7 @@ def test_defaults_catch_the_incident_within_two_minutes() -> None:
         (Detection(15, 60, 3), "canaryIntervalSeconds", "use 10, 20, 30 or 60"),
         (Detection(10, 65, 3), "sshUnresponsiveSeconds", "multiple of 10"),
         (Detection(10, 10, 3), "sshUnresponsiveSeconds", "2 to 60 canary intervals"),
-        (Detection(60, 600, 3), "sshUnresponsiveSeconds", "rebooted only after 655s, past the 600s limit"),
+        (Detection(60, 540, 3), "sshUnresponsiveSeconds", "rebooted only after 655s, past the 600s limit"),
     ],
 )
 def test_refusals_name_the_key(detection: Detection, key: str, fragment: str) -> None:
@@ -70,11 +94,34 @@ def test_cost_for_one_gpu_instance_and_how_it_grows() -> None:
     ten = monitoring_cost_usd_month(10, 1, Detection())
     slower_canary = monitoring_cost_usd_month(1, 1, Detection(60, 360, 3))
 
-    # 7 standard + 1 high-resolution alarm, 11 + 5 metrics, requests, canary Lambda, 2 endpoints, dashboard.
-    assert one == pytest.approx(30.95, abs=0.01)
+    # The goal: at most $20 a month for one g5.xlarge with the defaults (about $31 before).
+    assert one == pytest.approx(19.79, abs=0.01)
+    assert one <= 20
     per_instance = (ten - one) / 9
-    assert per_instance == pytest.approx(7 * 0.10 + 0.30 + 16 * 0.30 + 43.8 * 0.01, abs=0.01)
-    assert slower_canary < one  # fewer PutMetricData requests from the canary
+    # 7 standard + 1 high-resolution alarm, 6 metrics + 2 per GPU, the agent's requests.
+    assert per_instance == pytest.approx(7 * 0.10 + 0.30 + 8 * 0.30 + 43.8 * 0.01, abs=0.01)
+    assert slower_canary < one  # the canary lives a shorter part of each minute
+
+
+def test_every_billed_item_is_counted() -> None:
+    items = monitoring_cost_items(1, 1, Detection())
+
+    assert set(items) == {
+        "alarms",
+        "custom_metrics",
+        "detailed_monitoring",
+        "put_metric_data",
+        "canary_lambda",
+        "interface_endpoints",
+        "kms_key",
+        "dashboard",
+        "logs",
+    }
+    assert items["interface_endpoints"] == pytest.approx(7.30)  # one endpoint, the monitoring one
+    assert items["kms_key"] == 1.00
+    assert items["detailed_monitoring"] == 0  # off: the CPU alarm reads basic 5-minute metrics
+    assert items["custom_metrics"] == pytest.approx((1 + 4 + 1 + 2) * 0.30)  # mem, disk x2 + roll-ups, SSH, GPU x2
+    assert sum(items.values()) == pytest.approx(monitoring_cost_usd_month(1, 1, Detection()), abs=0.005)
 
 
 def test_prices_live_in_one_table() -> None:
@@ -87,4 +134,6 @@ def test_prices_live_in_one_table() -> None:
         "lambda_per_million_requests",
         "interface_endpoint_hour",
         "dashboard_month",
+        "kms_key_month",
+        "log_ingestion_gb",
     }

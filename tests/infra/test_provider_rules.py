@@ -1,4 +1,7 @@
-"""What AWS would refuse, checked before `pulumi up` can find out: IAM documents, alarm timing, DLM intervals."""
+"""What AWS would refuse, checked before `pulumi up` can find out: IAM documents, alarm timing, DLM intervals.
+
+Strings, ranges and sizes of every resource are checked against infra.aws_rules in test_aws_rules.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra.alarm_specs import check_alarm_timing, instance_alarms
+from infra.alarm_specs import instance_alarms
+from infra.aws_rules import alarm_timing_problems
 from infra.settings import SNAPSHOT_INTERVALS_HOURS, Settings
 
 # Prefixes of IAM actions that only read; anything else is a write.
@@ -69,6 +73,7 @@ def test_every_iam_document_is_valid_json_and_least_privilege(deploy) -> None:
         "trainguard-snapshots-role-policy.policy",
         "trainguard-node-0-role.assumeRolePolicy",
         "trainguard-node-0-results.policy",
+        "trainguard-node-0-bundle.policy",
         "trainguard-auto-reboot-role.assumeRolePolicy",
         "trainguard-auto-reboot-role-policy.policy",
         "trainguard-canary-role.assumeRolePolicy",
@@ -81,24 +86,16 @@ def test_every_iam_document_is_valid_json_and_least_privilege(deploy) -> None:
 
 @pytest.mark.parametrize(("period", "evaluations"), [(10, 6), (30, 1), (60, 1440), (300, 288)])
 def test_alarm_timing_cloudwatch_accepts(period: int, evaluations: int) -> None:
-    check_alarm_timing(period, evaluations)
+    assert alarm_timing_problems(period, evaluations) == []
 
 
 @pytest.mark.parametrize(("period", "evaluations"), [(15, 1), (90, 1), (0, 1), (60, 1441), (3600, 25), (60, 0)])
 def test_alarm_timing_cloudwatch_refuses(period: int, evaluations: int) -> None:
-    with pytest.raises(ValueError):
-        check_alarm_timing(period, evaluations)
+    assert alarm_timing_problems(period, evaluations) != []
 
 
-def test_every_declared_alarm_has_timing_cloudwatch_accepts(deploy) -> None:
-    alarms = deploy().of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
-
-    for alarm in alarms:
-        period, evaluations = alarm.inputs["period"], alarm.inputs["evaluationPeriods"]
-        assert period in (10, 20, 30) or period % 60 == 0, alarm.name
-        assert period * evaluations <= 86400, alarm.name
-        assert 1 <= alarm.inputs["datapointsToAlarm"] <= evaluations, alarm.name
-        assert len(alarm.inputs["alarmDescription"]) <= 1024, alarm.name
+def test_every_declared_alarm_treats_missing_data_in_a_way_cloudwatch_knows(deploy) -> None:
+    for alarm in deploy().of_type("aws:cloudwatch/metricAlarm:MetricAlarm"):
         assert alarm.inputs["treatMissingData"] in ("missing", "ignore", "breaching", "notBreaching"), alarm.name
 
 

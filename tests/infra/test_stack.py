@@ -13,6 +13,8 @@ def test_instance_is_hardened_and_watched(deploy) -> None:
     instance = deploy().one(INSTANCE).inputs
 
     assert instance["metadataOptions"]["httpTokens"] == "required"
+    # Containers on the instance (Docker, NGC images) sit one hop further away and need the role too.
+    assert instance["metadataOptions"]["httpPutResponseHopLimit"] == 2
     assert instance["rootBlockDevice"] == {
         "volumeType": "gp3",
         "volumeSize": 100,
@@ -20,7 +22,7 @@ def test_instance_is_hardened_and_watched(deploy) -> None:
         "deleteOnTermination": True,
         "tags": {"Name": "trainguard-node-0-root", "trainguard:managed": "true"},
     }
-    assert instance["monitoring"] is True
+    assert instance["monitoring"] is False  # detailed monitoring is billed and no alarm needs it
     assert instance["tags"] == {"Name": "trainguard-node-0", "trainguard:managed": "true"}
     assert instance["instanceType"] == "g5.xlarge"
     assert instance["ami"] == "ami-0dee9dee9dee9dee9"
@@ -100,14 +102,15 @@ def test_instance_profile_has_exactly_the_agent_ssm_and_its_own_results_prefix(d
     assert listing["Condition"]["StringLike"]["s3:prefix"] == [f"{instance_id}/", f"{instance_id}/*"]
 
 
-def test_user_data_mounts_the_data_volume_by_id_and_pushes_results(deploy) -> None:
+def test_user_data_writes_the_instance_env_and_applies_the_bundle(deploy) -> None:
     deployment = deploy()
     user_data = deployment.one(INSTANCE).inputs["userData"]
 
     assert user_data.startswith("#cloud-config\n")
     assert f"TRAINGUARD_DATA_VOLUME_ID={deployment.one(VOLUME).id}\n" in user_data
     assert "TRAINGUARD_BUCKET=trainguard-results-20261129" in user_data
-    assert "trainguard-push-results.timer" in user_data
+    assert "TRAINGUARD_REGION=eu-west-1" in user_data
+    assert "/usr/local/sbin/trainguard-apply" in user_data
 
 
 def test_results_bucket_is_private_versioned_encrypted_tls_only_and_kept(deploy) -> None:
@@ -123,6 +126,7 @@ def test_results_bucket_is_private_versioned_encrypted_tls_only_and_kept(deploy)
     assert encryption["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
     (rule,) = deployment.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
     assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+    assert rule["filter"] == {"prefix": ""}  # every object; the provider deprecates an empty filter
     (statement,) = json.loads(deployment.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])["Statement"]
     assert (statement["Effect"], statement["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
 
@@ -166,7 +170,7 @@ def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_
         "agent-heartbeat",
     }
     for key, alarm in alarms.items():
-        assert alarm["name"] == f"trainguard-{instance_id}-{key}"
+        assert alarm["name"] == f"trainguard-test-{instance_id}-{key}"
         assert alarm["dimensions"]["InstanceId"] == instance_id
         assert topic in alarm["alarmActions"]
         assert alarm["okActions"] == [topic]
@@ -176,6 +180,7 @@ def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_
         95,
         900,
     )
+    assert cpu["period"] == 300  # basic monitoring's 5-minute metrics
     assert cpu["alarmActions"] == [topic]  # email only
     assert (memory["namespace"], memory["metricName"], memory["threshold"]) == ("CWAgent", "mem_used_percent", 90)
     assert memory["period"] * memory["evaluationPeriods"] == 300
@@ -279,3 +284,19 @@ def test_exports_give_a_person_everything_to_reach_each_instance(deploy, make_se
     assert outputs["ssh_commands"] == [f"ssh ubuntu@{ip}" for ip in outputs["public_ips"]]
     assert outputs["bucket_name"] == "trainguard-results-20261129"
     assert outputs["topic_arn"].startswith("arn:aws:sns:")
+
+
+def test_a_kept_results_bucket_keeps_everything_that_protects_it(deploy) -> None:
+    """`pulumi destroy` leaves the bucket, and with it its TLS-only policy, public-access block and lifecycle."""
+    options = deploy().mocks.options
+
+    kept = {name for name, opts in options.items() if name.startswith("trainguard-results-") and opts.retain_on_delete}
+    assert kept == {
+        "trainguard-results-bucket",
+        "trainguard-results-public-access",
+        "trainguard-results-ownership",
+        "trainguard-results-versioning",
+        "trainguard-results-encryption",
+        "trainguard-results-lifecycle",
+        "trainguard-results-policy",
+    }

@@ -1,4 +1,8 @@
-"""User data: cloud-init accepts the cloud-config, shellcheck accepts the scripts, EC2 accepts the size."""
+"""The bootstrap user data and the on-instance scripts: cloud-init and shellcheck accept them, and they behave.
+
+The scripts run against stub commands in a temporary directory: nothing here
+touches the machine's own /etc, systemd or network.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from infra.user_data import MAX_USER_DATA_BYTES, SCRIPTS, USERDATA_DIR, cloud_config, user_data
+from infra.aws_rules import MAX_USER_DATA_BYTES
+from infra.bundle import FILES, USERDATA_DIR, fetch_and_apply
+from infra.user_data import cloud_config, user_data
 
 VOLUME_ID = "vol-0123456789abcdef0"
+SCRIPTS = [name for name, _, mode in FILES if mode & 0o111]
+
+
+def _user_data() -> str:
+    return user_data("trainguard-results-x", VOLUME_ID, "eu-west-1", "0123456789abcdef")
 
 
 def test_cloud_config_passes_cloud_init_schema(tmp_path: Path) -> None:
     if shutil.which("cloud-init") is None:
         pytest.skip("Debian's cloud-init is not installed (make test installs it in CI)")
     path = tmp_path / "user-data"
-    path.write_text(user_data("trainguard-results-x", VOLUME_ID))
+    path.write_text(_user_data())
 
     checked = subprocess.run(
         ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
@@ -52,29 +63,36 @@ def test_shell_scripts_pass_shellcheck(script: str) -> None:
     assert checked.returncode == 0, checked.stdout
 
 
-def test_user_data_fits_ec2s_limit() -> None:
-    assert len(user_data("trainguard-results-" + "x" * 40, VOLUME_ID).encode()) <= MAX_USER_DATA_BYTES
+def test_user_data_is_a_short_bootstrap() -> None:
+    text = user_data("trainguard-results-" + "x" * 40, VOLUME_ID, "ap-southeast-2", "0123456789abcdef")
+
+    assert len(text.encode()) < MAX_USER_DATA_BYTES / 8
+    assert "amazon-cloudwatch-agent" not in text  # the agent and its configs come in the bundle
 
 
-def test_per_instance_values_travel_in_the_environment_file() -> None:
-    files = {f["path"]: f for f in cloud_config("trainguard-results-x", VOLUME_ID)["write_files"]}
+def test_per_instance_values_travel_in_the_environment_file_and_the_bundle_is_applied_once() -> None:
+    config = cloud_config("trainguard-results-x", VOLUME_ID, "eu-west-1", "0123456789abcdef")
+    (env,) = config["write_files"]
 
-    assert files["/etc/trainguard/env"]["content"] == (
-        f"TRAINGUARD_BUCKET=trainguard-results-x\nTRAINGUARD_DATA_VOLUME_ID={VOLUME_ID}\nTRAINGUARD_DATA_MOUNT=/data\n"
+    assert env["path"] == "/etc/trainguard/env"
+    assert env["content"] == (
+        f"TRAINGUARD_BUCKET=trainguard-results-x\nTRAINGUARD_DATA_VOLUME_ID={VOLUME_ID}\nTRAINGUARD_REGION=eu-west-1\n"
     )
-    for script in SCRIPTS:
-        assert files[f"/usr/local/sbin/{script}"]["permissions"] == "0755"
+    assert config["runcmd"] == [["sh", "-c", fetch_and_apply("0123456789abcdef")]]
 
 
-def test_results_are_pushed_every_five_minutes_by_a_systemd_timer() -> None:
-    config = cloud_config("b", VOLUME_ID)
-    files = {f["path"]: f["content"] for f in config["write_files"]}
+def test_results_are_pushed_every_five_minutes_with_the_region_and_protected_memory() -> None:
+    timer = (USERDATA_DIR / "trainguard-push-results.timer").read_text()
+    service = (USERDATA_DIR / "trainguard-push-results.service").read_text()
+    push = (USERDATA_DIR / "trainguard-push-results").read_text()
 
-    timer = files["/etc/systemd/system/trainguard-push-results.timer"]
-    assert "OnUnitActiveSec=5min" in timer
-    assert ["systemctl", "enable", "--now", "trainguard-push-results.timer"] in config["runcmd"]
-    push = files["/usr/local/sbin/trainguard-push-results"]
-    assert "aws s3 sync" in push and "s3://$TRAINGUARD_BUCKET/$instance_id/" in push
+    settings = [line for line in timer.splitlines() if "=" in line and not line.startswith("#")]
+    assert "OnUnitInactiveSec=5min" in settings and "OnBootSec=2min" in settings
+    assert not [line for line in settings if line.startswith("Persistent=")]  # a no-op on monotonic timers
+    assert "Slice=system.slice" in service.splitlines()
+    assert any(line.startswith("MemoryMin=") for line in service.splitlines())
+    assert 'aws s3 sync --region "$TRAINGUARD_REGION"' in push
+    assert "s3://$TRAINGUARD_BUCKET/$instance_id/" in push
 
 
 def _run_mount_script(tmp_path: Path, blkid_finds_filesystem: bool) -> str:
@@ -99,9 +117,12 @@ def _run_mount_script(tmp_path: Path, blkid_finds_filesystem: bool) -> str:
         stub.chmod(0o755)
     env_file, fstab = tmp_path / "env", tmp_path / "fstab"
     fstab.write_text("")
-    env_file.write_text(f"TRAINGUARD_DATA_VOLUME_ID={VOLUME_ID}\nTRAINGUARD_DATA_MOUNT={tmp_path / 'data'}\n")
+    env_file.write_text(f"TRAINGUARD_DATA_VOLUME_ID={VOLUME_ID}\n")
+    bundle_env = tmp_path / "bundle.env"
+    bundle_env.write_text(f"TRAINGUARD_DATA_MOUNT={tmp_path / 'data'}\n")
     script = (USERDATA_DIR / "trainguard-mount-data").read_text()
     script = script.replace("/etc/trainguard/env", str(env_file)).replace("/etc/fstab", str(fstab))
+    script = script.replace("/etc/trainguard/bundle.env", str(bundle_env))
     # A regular file stands in for the block device; `-b` becomes `-e` for it.
     script = script.replace('for candidate in "$by_id"', f'for candidate in "{device}"').replace("[ -b ", "[ -e ")
     device.write_text("")
@@ -125,13 +146,39 @@ def test_a_data_volume_with_a_filesystem_is_never_formatted(tmp_path: Path) -> N
     assert f"mount {tmp_path / 'data'}" in record
 
 
-def test_boot_mounts_data_then_starts_the_agent_then_the_results_timer() -> None:
-    assert cloud_config("b", VOLUME_ID)["runcmd"] == [
-        ["/usr/local/sbin/trainguard-mount-data"],
-        ["/usr/local/sbin/trainguard-install-agent"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "trainguard-push-results.timer"],
-    ]
+def _stub(bin_dir: Path, name: str, body: str) -> None:
+    stub = bin_dir / name
+    stub.write_text(f"#!/bin/sh\n{body}\n")
+    stub.chmod(0o755)
+
+
+def _run_install_agent(
+    tmp_path: Path, *, on_ec2: bool, installed: bool, nvidia_smi: str | None = None
+) -> tuple[str, int]:
+    """Run trainguard-install-agent with stub IMDS, agent, curl, apt-get and nvidia-smi; returns what they saw."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    calls.write_text("")
+    ctl = tmp_path / "amazon-cloudwatch-agent-ctl"
+    if installed:
+        _stub(tmp_path, ctl.name, f'echo "ctl $*" >>{calls}')
+    imds = tmp_path / "imds"
+    _stub(tmp_path, imds.name, f'echo "imds $*" >>{calls}; ' + ("echo eu-west-1" if on_ec2 else "exit 7"))
+    _stub(bin_dir, "curl", f'echo "curl $*" >>{calls}')
+    _stub(bin_dir, "apt-get", f'echo "apt-get $*" >>{calls}')
+    if nvidia_smi is not None:
+        _stub(bin_dir, "nvidia-smi", nvidia_smi)
+    script = (USERDATA_DIR / "trainguard-install-agent").read_text()
+    script = script.replace("ctl=/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl", f"ctl={ctl}")
+    script = script.replace("/usr/local/sbin/trainguard-imds", str(imds))
+    runner = tmp_path / "install-agent"
+    runner.write_text(script)
+
+    run = subprocess.run(
+        ["sh", str(runner)], capture_output=True, text=True, check=False, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    )
+
+    return calls.read_text() + run.stdout, run.returncode
 
 
 @pytest.mark.parametrize(
@@ -141,21 +188,22 @@ def test_boot_mounts_data_then_starts_the_agent_then_the_results_timer() -> None
 def test_agent_gets_the_gpu_config_only_where_nvidia_smi_works(
     tmp_path: Path, nvidia_smi: str | None, expected: str
 ) -> None:
-    """Run trainguard-install-agent with a stub agent already installed and nvidia-smi present, absent or broken."""
-    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
-    bin_dir.mkdir()
-    ctl = tmp_path / "amazon-cloudwatch-agent-ctl"
-    ctl.write_text(f'#!/bin/sh\necho "$*" >>{calls}\n')
-    ctl.chmod(0o755)
-    if nvidia_smi is not None:
-        stub = bin_dir / "nvidia-smi"
-        stub.write_text(f"#!/bin/sh\n{nvidia_smi}\n")
-        stub.chmod(0o755)
-    script = (USERDATA_DIR / "trainguard-install-agent").read_text()
-    script = script.replace("ctl=/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl", f"ctl={ctl}")
-    runner = tmp_path / "install-agent"
-    runner.write_text(script)
+    record, code = _run_install_agent(tmp_path, on_ec2=True, installed=True, nvidia_smi=nvidia_smi)
 
-    subprocess.run(["sh", str(runner)], check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert code == 0
+    assert f"ctl -a fetch-config -m ec2 -s -c file:/opt/aws/amazon-cloudwatch-agent/etc/{expected}\n" in record
 
-    assert calls.read_text() == (f"-a fetch-config -m ec2 -s -c file:/opt/aws/amazon-cloudwatch-agent/etc/{expected}\n")
+
+def test_agent_install_waits_for_the_dpkg_lock(tmp_path: Path) -> None:
+    record, _ = _run_install_agent(tmp_path, on_ec2=True, installed=False)  # the stub installs no agent
+
+    assert "apt-get install -y -o DPkg::Lock::Timeout=300 /tmp/amazon-cloudwatch-agent.deb" in record
+    assert "dpkg -i" not in (USERDATA_DIR / "trainguard-install-agent").read_text()
+
+
+def test_off_ec2_the_agent_step_says_it_skipped_and_succeeds(tmp_path: Path) -> None:
+    record, code = _run_install_agent(tmp_path, on_ec2=False, installed=True)
+
+    assert code == 0
+    assert "not on EC2" in record
+    assert "ctl " not in record and "curl " not in record

@@ -1,0 +1,124 @@
+"""The on-instance bundle: every file trainguard installs on an instance, as one versioned archive (pure).
+
+The stack uploads the archive to the results bucket at BUNDLE_PREFIX/<version>.tar.gz.
+The instance's user data (infra.user_data) only writes the per-instance
+environment and runs `fetch_and_apply(version)` once at first boot. A State
+Manager association runs the same command on the running instances whenever
+the version changes, and trainguard-apply.service re-applies the installed
+bundle at every boot. So a `pulumi up` that changes an agent config or a
+script reaches running instances without a restart, and the user data (which
+the stack never changes on a running instance) stays a short bootstrap.
+
+The same inputs give the same bytes (fixed times, owners and order), so the
+version (a content hash) changes only when a file does.
+
+To install another file, add one line to FILES (a file in infra/userdata/) or
+GENERATED (a pure function's output).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.agent_config import DATA_MOUNT, agent_config
+
+USERDATA_DIR = Path(__file__).parent / "userdata"
+BUNDLE_PREFIX = "trainguard/bundle"
+AGENT_CONFIG_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
+INSTALLED_ARCHIVE = "/var/lib/trainguard/bundle.tar.gz"
+APPLY = "/usr/local/sbin/trainguard-apply"
+SBIN, UNITS = "/usr/local/sbin", "/etc/systemd/system"
+EXECUTABLE, READABLE = 0o755, 0o644
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One file as installed: absolute path on the instance, mode, content."""
+
+    path: str
+    mode: int
+    content: bytes
+
+
+# (file in infra/userdata/, directory on the instance, mode): one line per file.
+FILES: tuple[tuple[str, str, int], ...] = (
+    ("trainguard-apply", SBIN, EXECUTABLE),
+    ("trainguard-apply.service", UNITS, READABLE),
+    ("trainguard-imds", SBIN, EXECUTABLE),
+    ("trainguard-mount-data", SBIN, EXECUTABLE),
+    ("trainguard-install-agent", SBIN, EXECUTABLE),
+    ("trainguard-push-results", SBIN, EXECUTABLE),
+    ("trainguard-push-results.service", UNITS, READABLE),
+    ("trainguard-push-results.timer", UNITS, READABLE),
+)
+
+
+def _agent(gpu: bool) -> bytes:
+    return (json.dumps(agent_config(gpu=gpu), indent=1) + "\n").encode()
+
+
+# (absolute path on the instance, mode, pure function giving the content): one line per file. Contents are
+# bytes, so a generated archive (a zip of the healthcheck package, say) fits too, if it is deterministic.
+GENERATED: tuple[tuple[str, int, Callable[[], bytes]], ...] = (
+    (f"{AGENT_CONFIG_DIR}/trainguard-base.json", READABLE, lambda: _agent(gpu=False)),
+    (f"{AGENT_CONFIG_DIR}/trainguard-gpu.json", READABLE, lambda: _agent(gpu=True)),
+    ("/etc/trainguard/bundle.env", READABLE, f"TRAINGUARD_DATA_MOUNT={DATA_MOUNT}\n".encode),
+)
+
+
+def bundle_files() -> tuple[BundleFile, ...]:
+    """Every file of the bundle, in path order."""
+    files = [
+        BundleFile(f"{directory}/{name}", mode, (USERDATA_DIR / name).read_bytes()) for name, directory, mode in FILES
+    ]
+    files += [BundleFile(path, mode, make()) for path, mode, make in GENERATED]
+    return tuple(sorted(files, key=lambda f: f.path))
+
+
+def archive(files: tuple[BundleFile, ...]) -> bytes:
+    """A tar.gz of the files, paths relative to /, owned by root, dated 0: the same files give the same bytes."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for file in sorted(files, key=lambda f: f.path):
+            info = tarfile.TarInfo(file.path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(file.content), file.mode, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(file.content))
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue()
+
+
+def version(packed: bytes) -> str:
+    """The bundle's version: a hash of its bytes."""
+    return hashlib.sha256(packed).hexdigest()[:16]
+
+
+def object_key(bundle_version: str) -> str:
+    """Where the bundle lives in the results bucket: not under an instance id, so no instance may write it."""
+    return f"{BUNDLE_PREFIX}/{bundle_version}.tar.gz"
+
+
+def fetch_and_apply(bundle_version: str) -> str:
+    """The shell command that fetches a bundle version from the bucket and applies it.
+
+    The user data runs it at first boot and State Manager on every new
+    version; it reads the bucket and region from /etc/trainguard/env.
+    """
+    return (
+        "set -eu; . /etc/trainguard/env; mkdir -p /var/lib/trainguard; "
+        f"new={INSTALLED_ARCHIVE}.{bundle_version}; "
+        'aws s3 cp --only-show-errors --region "$TRAINGUARD_REGION" '
+        f'"s3://$TRAINGUARD_BUCKET/{object_key(bundle_version)}" "$new"; '
+        f'tar -xzf "$new" -C / {APPLY.lstrip("/")}; '
+        f'exec {APPLY} "$new"'
+    )
