@@ -5,7 +5,8 @@ name (`omit_hostname`). Disks also carry path and fstype, so they are rolled up
 by (InstanceId, path), the set the disk alarms select; no other roll-up is
 published, since each is a metric AWS bills. Only what an alarm or the
 dashboard uses is collected: memory (the memory and heartbeat alarms), disk
-use, and the GPU's utilisation and memory (the dashboard). The GPU metrics
+use, memory pressure through StatsD (the pressure alarm; StatsD metrics also
+carry metric_type), and the GPU's utilisation and memory (the dashboard). The GPU metrics
 carry index and name (and host, omitted), per the agent's documentation:
 https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Agent-NVIDIA-GPU.html
 """
@@ -13,6 +14,8 @@ https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Agent-
 from __future__ import annotations
 
 from typing import Any
+
+from healthcheck.guard.psi import AGENT_STATSD_SECTION
 
 NAMESPACE = "CWAgent"
 DATA_MOUNT = "/data"
@@ -40,6 +43,8 @@ def agent_config(gpu: bool) -> dict[str, Any]:
             "drop_device": True,
             "metrics_collection_interval": COLLECTION_INTERVAL_S,
         },
+        # trainguard-psi.service sends memory pressure here every 10 s (the agent has no PSI input).
+        "statsd": dict(AGENT_STATSD_SECTION),
     }
     if gpu:
         collected["nvidia_gpu"] = {

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from healthcheck.guard.psi import METRIC_FULL
 from infra.agent_config import NAMESPACE as AGENT_NAMESPACE
 from infra.aws_rules import RULES, alarm_timing_problems
 from infra.settings import Settings
 
 ALARM_TYPE = "aws:cloudwatch/metricAlarm:MetricAlarm"
+# Memory pressure (PSI "full" avg10, published every 10 s): above 10% for 3 of 3 datapoints emails a person.
+PRESSURE_PERIOD_S = 10
+PRESSURE_DATAPOINTS = 3
+PRESSURE_FULL_PERCENT = 10.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,28 @@ def instance_alarms(settings: Settings, can_recover: bool) -> tuple[AlarmSpec, .
                 f"status-check alarm takes over. Act while SSH still works: {probe}; stop or shrink a job (smaller "
                 "batch, fewer data-loader workers) and keep results in /data/results, copied every 5 minutes "
                 "to s3://{bucket}/{instance_id}/."
+            ),
+        ),
+        AlarmSpec(
+            key="memory-pressure",
+            metric_name=METRIC_FULL,
+            namespace=AGENT_NAMESPACE,
+            statistic="Maximum",
+            period=PRESSURE_PERIOD_S,
+            evaluation_periods=PRESSURE_DATAPOINTS,
+            datapoints_to_alarm=PRESSURE_DATAPOINTS,
+            threshold=PRESSURE_FULL_PERCENT,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            # The agent's StatsD input tags each metric with its type.
+            extra_dimensions={"metric_type": "gauge"},
+            description=(
+                f"Memory pressure on {{instance_id}}: for {PRESSURE_DATAPOINTS * PRESSURE_PERIOD_S}s, every task "
+                f"was stalled waiting for memory more than {PRESSURE_FULL_PERCENT:g}% of the time (PSI full "
+                "avg10). This comes before a freeze: the kernel is reclaiming and thrashing. trainguard sent this "
+                "email and did nothing yet; the training slice keeps sshd alive, and the kernel will kill a worker "
+                f"inside it if memory runs out. Act now: {probe}; trainguard launch --status shows each worker's "
+                "memory; stop one, or shrink its batch or data-loader workers."
             ),
         ),
         *(

@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.agent_config import DATA_MOUNT, agent_config
+from infra.lambda_package import package_zip
 
 USERDATA_DIR = Path(__file__).parent / "userdata"
 BUNDLE_PREFIX = "trainguard/bundle"
 AGENT_CONFIG_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
 INSTALLED_ARCHIVE = "/var/lib/trainguard/bundle.tar.gz"
 APPLY = "/usr/local/sbin/trainguard-apply"
-SBIN, UNITS = "/usr/local/sbin", "/etc/systemd/system"
+BIN, SBIN, UNITS = "/usr/local/bin", "/usr/local/sbin", "/etc/systemd/system"
 EXECUTABLE, READABLE = 0o755, 0o644
 
 
@@ -57,6 +58,13 @@ FILES: tuple[tuple[str, str, int], ...] = (
     ("trainguard-push-results", SBIN, EXECUTABLE),
     ("trainguard-push-results.service", UNITS, READABLE),
     ("trainguard-push-results.timer", UNITS, READABLE),
+    ("trainguard", BIN, EXECUTABLE),
+    ("trainguard-setup-slice", SBIN, EXECUTABLE),
+    ("trainguard.slice", UNITS, READABLE),
+    ("trainguard-training.slice", UNITS, READABLE),
+    ("trainguard-guard.service", UNITS, READABLE),
+    ("trainguard-psi.service", UNITS, READABLE),
+    ("earlyoom", "/etc/default", READABLE),
 )
 
 
@@ -70,6 +78,7 @@ GENERATED: tuple[tuple[str, int, Callable[[], bytes]], ...] = (
     (f"{AGENT_CONFIG_DIR}/trainguard-base.json", READABLE, lambda: _agent(gpu=False)),
     (f"{AGENT_CONFIG_DIR}/trainguard-gpu.json", READABLE, lambda: _agent(gpu=True)),
     ("/etc/trainguard/bundle.env", READABLE, f"TRAINGUARD_DATA_MOUNT={DATA_MOUNT}\n".encode),
+    ("/opt/trainguard/healthcheck.zip", READABLE, package_zip),
 )
 
 

@@ -51,6 +51,22 @@ def bundle_reader(bucket_arn: str, prefix: str) -> Document:
     )
 
 
+def guard_notifier(topic_arn: str, key_arn: str) -> Document:
+    """The instance's guard may email through the stack's topic, and nothing else there.
+
+    The topic is encrypted with its own KMS key, so publishing needs the key too.
+    """
+    return document(
+        {"Sid": "TellAPerson", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
+        {
+            "Sid": "UseTheTopicKey",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": key_arn,
+        },
+    )
+
+
 def tls_only_bucket(bucket_arn: str) -> Document:
     """Refuse every request to the bucket that does not use TLS."""
     return document(

@@ -6,13 +6,16 @@ differ by a few percent. Compute, storage and data transfer of the instances
 themselves are not monitoring and are not counted.
 
 What is billed, and why each count is what it is:
-- alarms: 7 standard per instance, 1 high-resolution (the SSH canary's), and
-  the canary's own errors alarm;
+- alarms: 7 standard per instance, 2 high-resolution (the SSH canary's and
+  memory pressure's), and the canary's own errors alarm;
 - custom metrics, each billed whole per month: the agent's mem_used_percent,
   disk_used_percent for / and /data as collected (dimensions InstanceId, path,
   fstype) and rolled up by (InstanceId, path) for the alarms, and two GPU
-  measurements per GPU; the canary's SSHResponsive. Nothing is collected that
-  no alarm or graph uses;
+  measurements per GPU; the canary's SSHResponsive; memory pressure (PSI some
+  and full, through the agent's StatsD). The guard's WorkerOOMKills is sent
+  only when the kernel kills a worker, and custom metrics are billed by the
+  hour in which they are sent, so it is not a monthly cost. Nothing is
+  collected that no alarm or graph uses;
 - EC2 detailed monitoring: off. Its 1-minute EC2 metrics are billed as 7
   custom metrics per instance, and only the CPU email used them; that alarm
   now reads the free 5-minute metrics over the same 15 minutes. Status
@@ -49,10 +52,11 @@ PRICES_USD = {
 
 # Per instance: cpu, memory, disk /, disk /data, system status, instance status, agent heartbeat.
 STANDARD_ALARMS_PER_INSTANCE = 7
-HIGH_RESOLUTION_ALARMS_PER_INSTANCE = 1  # SSH responsive, 10-second periods
+HIGH_RESOLUTION_ALARMS_PER_INSTANCE = 2  # SSH responsive and memory pressure, 10-second periods
 STANDARD_ALARMS_PER_STACK = 1  # the canary's own errors
-# mem_used_percent; disk_used_percent for 2 paths as collected and rolled up by (InstanceId, path); SSHResponsive.
-CUSTOM_METRICS_PER_INSTANCE = 1 + 2 * 2 + 1
+# mem_used_percent; disk_used_percent for 2 paths as collected and rolled up by (InstanceId, path); SSHResponsive;
+# PSI some and full.
+CUSTOM_METRICS_PER_INSTANCE = 1 + 2 * 2 + 1 + 2
 GPU_METRICS_PER_GPU = 2  # utilization_gpu and memory_used, the dashboard's
 DETAILED_MONITORING = False
 EC2_DETAILED_METRICS = 7  # what detailed monitoring bills per instance, as custom metrics

@@ -114,6 +114,8 @@ class TrainingStack(pulumi.ComponentResource):
                 placement=placement,
                 bucket_name=results.bucket_name,
                 bucket_arn=results.bucket_arn,
+                topic_arn=alerts.topic_arn,
+                topic_key_arn=alerts.key_arn,
                 partition=partition,
                 opts=child,
             )

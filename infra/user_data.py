@@ -15,19 +15,24 @@ from infra.aws_rules import MAX_USER_DATA_BYTES
 from infra.bundle import fetch_and_apply
 
 
-def environment(bucket: str, data_volume_id: str, region: str) -> str:
-    """/etc/trainguard/env: the per-instance values the scripts read."""
-    return f"TRAINGUARD_BUCKET={bucket}\nTRAINGUARD_DATA_VOLUME_ID={data_volume_id}\nTRAINGUARD_REGION={region}\n"
+def environment(bucket: str, data_volume_id: str, region: str, topic_arn: str) -> str:
+    """/etc/trainguard/env: the per-instance values the scripts read (the topic is the guard's, for emails)."""
+    return (
+        f"TRAINGUARD_BUCKET={bucket}\nTRAINGUARD_DATA_VOLUME_ID={data_volume_id}\nTRAINGUARD_REGION={region}\n"
+        f"TRAINGUARD_TOPIC_ARN={topic_arn}\n"
+    )
 
 
-def cloud_config(bucket: str, data_volume_id: str, region: str, bundle_version: str) -> dict[str, object]:
+def cloud_config(
+    bucket: str, data_volume_id: str, region: str, bundle_version: str, topic_arn: str
+) -> dict[str, object]:
     """The cloud-config document: the environment file, then the bundle's first apply."""
     return {
         "write_files": [
             {
                 "path": "/etc/trainguard/env",
                 "permissions": "0644",
-                "content": environment(bucket, data_volume_id, region),
+                "content": environment(bucket, data_volume_id, region, topic_arn),
             }
         ],
         "runcmd": [["sh", "-c", fetch_and_apply(bundle_version)]],
@@ -45,9 +50,9 @@ def _literal_blocks(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _ReadableDumper.add_representer(str, _literal_blocks)
 
 
-def user_data(bucket: str, data_volume_id: str, region: str, bundle_version: str) -> str:
+def user_data(bucket: str, data_volume_id: str, region: str, bundle_version: str, topic_arn: str) -> str:
     """The user data string for one instance."""
-    document = cloud_config(bucket, data_volume_id, region, bundle_version)
+    document = cloud_config(bucket, data_volume_id, region, bundle_version, topic_arn)
     text = "#cloud-config\n" + yaml.dump(document, Dumper=_ReadableDumper, sort_keys=False, width=120)
     if len(text.encode()) > MAX_USER_DATA_BYTES:
         raise ValueError(f"user data is {len(text.encode())} bytes; EC2 accepts at most {MAX_USER_DATA_BYTES}")

@@ -8,16 +8,30 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from healthcheck.guard.notify import METRIC as OOM_METRIC
+from healthcheck.guard.notify import NAMESPACE as OOM_NAMESPACE
+from healthcheck.guard.psi import METRIC_FULL, METRIC_SOME
 from infra.agent_config import GPU_DIMENSIONS, NAMESPACE
 
+WIDGET_WIDTH = 4  # six graphs fill the dashboard's 24-column row
 
 def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
-    """A row of five graphs per instance (pure)."""
+    """A row of six graphs per instance (pure)."""
     widgets: list[dict[str, Any]] = []
     for row, iid in enumerate(instance_ids):
         graphs: list[tuple[str, list[list[Any]]]] = [
             ("CPU %", [["AWS/EC2", "CPUUtilization", "InstanceId", iid]]),
             ("Memory used %", [[NAMESPACE, "mem_used_percent", "InstanceId", iid]]),
+            (
+                "Memory pressure (PSI avg10 %) and workers killed",
+                [
+                    *(
+                        [NAMESPACE, metric, "InstanceId", iid, "metric_type", "gauge", {"stat": "Maximum"}]
+                        for metric in (METRIC_SOME, METRIC_FULL)
+                    ),
+                    [OOM_NAMESPACE, OOM_METRIC, "InstanceId", iid, {"stat": "Sum", "yAxis": "right"}],
+                ],
+            ),
             (
                 "Disk used %",
                 [
@@ -49,9 +63,9 @@ def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
             widgets.append(
                 {
                     "type": "metric",
-                    "x": column * 5 if column < 4 else 20,
+                    "x": column * WIDGET_WIDTH,
                     "y": row * 6,
-                    "width": 5 if column < 4 else 4,
+                    "width": WIDGET_WIDTH,
                     "height": 6,
                     "properties": {
                         "title": f"{iid} {title}",

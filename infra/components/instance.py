@@ -9,7 +9,14 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.bundle import BUNDLE_PREFIX, fetch_and_apply
-from infra.policies import MANAGED_TAG_KEY, SNAPSHOT_TAG_KEY, assume_role, bundle_reader, results_writer
+from infra.policies import (
+    MANAGED_TAG_KEY,
+    SNAPSHOT_TAG_KEY,
+    assume_role,
+    bundle_reader,
+    guard_notifier,
+    results_writer,
+)
 from infra.user_data import user_data
 
 DATA_DEVICE = "/dev/sdf"
@@ -45,6 +52,8 @@ class TrainingInstance(pulumi.ComponentResource):
         placement: Placement,
         bucket_name: pulumi.Output[str],
         bucket_arn: pulumi.Output[str],
+        topic_arn: pulumi.Output[str],
+        topic_key_arn: pulumi.Output[str],
         partition: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -55,7 +64,7 @@ class TrainingInstance(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-role",
             assume_role_policy=json.dumps(assume_role("ec2.amazonaws.com")),
-            description=f"trainguard instance {name}: CloudWatch agent, SSM, its own results prefix",
+            description=f"trainguard instance {name}: CloudWatch agent, SSM, its own results prefix, the alert topic",
             tags=tags,
             opts=child,
         )
@@ -98,8 +107,8 @@ class TrainingInstance(pulumi.ComponentResource):
                 "delete_on_termination": True,
                 "tags": {"Name": f"{name}-root", MANAGED_TAG_KEY: "true"},
             },
-            user_data=pulumi.Output.all(bucket_name, data_volume.id).apply(
-                lambda args: user_data(args[0], args[1], placement.region, placement.bundle_version)
+            user_data=pulumi.Output.all(bucket_name, data_volume.id, topic_arn).apply(
+                lambda args: user_data(args[0], args[1], placement.region, placement.bundle_version, args[2])
             ),
             tags=tags,
             # A new AMI or new user data would replace, or stop and start, a running training instance: never.
@@ -131,6 +140,15 @@ class TrainingInstance(pulumi.ComponentResource):
             targets=[{"key": "InstanceIds", "values": [instance.id]}],
             parameters={"commands": fetch_and_apply(placement.bundle_version), "executionTimeout": "900"},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[placement.bundle_upload]),
+        )
+        # The guard on the instance emails when the kernel kills a training worker.
+        aws.iam.RolePolicy(
+            f"{name}-guard",
+            role=role.id,
+            policy=pulumi.Output.all(topic_arn, topic_key_arn).apply(
+                lambda arns: json.dumps(guard_notifier(arns[0], arns[1]))
+            ),
+            opts=child,
         )
         # Scoped to the instance's own id, so the policy can only follow the instance.
         aws.iam.RolePolicy(

@@ -39,10 +39,18 @@ def test_the_schema_rejects_what_the_agent_would() -> None:
 
 
 def test_only_what_an_alarm_or_the_dashboard_uses_is_collected() -> None:
-    """Each metric is billed: memory (memory and heartbeat alarms), disk (disk alarms), GPU (dashboard)."""
+    """Each metric is billed: memory (memory and heartbeat alarms), disk (disk alarms), GPU (dashboard),
+
+    and StatsD, where the PSI publisher sends memory pressure (the pressure alarm) every 10 s.
+    """
     collected = agent_config(True)["metrics"]["metrics_collected"]
 
-    assert set(collected) == {"mem", "disk", "nvidia_gpu"}
+    assert set(collected) == {"mem", "disk", "nvidia_gpu", "statsd"}
+    assert collected["statsd"] == {
+        "service_address": "127.0.0.1:8125",
+        "metrics_collection_interval": 10,
+        "metrics_aggregation_interval": 10,
+    }
     assert collected["mem"]["measurement"] == ["mem_used_percent"]
     assert collected["disk"]["measurement"] == ["used_percent"]
     assert collected["disk"]["resources"] == ["/", "/data"]
@@ -76,6 +84,6 @@ def test_the_dashboard_searches_the_gpu_dimensions_the_agent_emits() -> None:
 def test_user_data_is_yaml_that_round_trips() -> None:
     from infra.user_data import cloud_config, user_data
 
-    text = user_data("bucket", "vol-0123456789abcdef0", "eu-west-1", "0123456789abcdef")
+    values = ("bucket", "vol-0123456789abcdef0", "eu-west-1", "0123456789abcdef", "arn:aws:sns:eu-west-1:1:topic")
 
-    assert yaml.safe_load(text) == cloud_config("bucket", "vol-0123456789abcdef0", "eu-west-1", "0123456789abcdef")
+    assert yaml.safe_load(user_data(*values)) == cloud_config(*values)

@@ -162,6 +162,7 @@ def test_alarms_watch_cpu_memory_disk_and_status_checks_with_email_on_alarm_and_
     assert set(alarms) == {
         "cpu",
         "memory",
+        "memory-pressure",
         "disk-root",
         "disk-data",
         "system-status",
@@ -233,7 +234,7 @@ def test_a_fleet_repeats_every_per_instance_resource(deploy, make_settings) -> N
     assert len(deployment.of_type(VOLUME)) == 3
     assert len(deployment.of_type("aws:ec2/volumeAttachment:VolumeAttachment")) == 3
     assert len(deployment.of_type("aws:iam/instanceProfile:InstanceProfile")) == 3
-    assert len(deployment.of_type(ALARM)) == 3 * 8 + 1  # and the canary's own
+    assert len(deployment.of_type(ALARM)) == 3 * 9 + 1  # and the canary's own
     assert len(set(deployment.outputs["instance_ids"])) == 3
     assert len(deployment.of_type("aws:sns/topic:Topic")) == 1
     assert len(deployment.of_type("aws:dlm/lifecyclePolicy:LifecyclePolicy")) == 1

@@ -17,11 +17,12 @@ from infra.bundle import FILES, USERDATA_DIR, fetch_and_apply
 from infra.user_data import cloud_config, user_data
 
 VOLUME_ID = "vol-0123456789abcdef0"
+TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:trainguard-alerts"
 SCRIPTS = [name for name, _, mode in FILES if mode & 0o111]
 
 
 def _user_data() -> str:
-    return user_data("trainguard-results-x", VOLUME_ID, "eu-west-1", "0123456789abcdef")
+    return user_data("trainguard-results-x", VOLUME_ID, "eu-west-1", "0123456789abcdef", TOPIC_ARN)
 
 
 def test_cloud_config_passes_cloud_init_schema(tmp_path: Path) -> None:
@@ -64,19 +65,20 @@ def test_shell_scripts_pass_shellcheck(script: str) -> None:
 
 
 def test_user_data_is_a_short_bootstrap() -> None:
-    text = user_data("trainguard-results-" + "x" * 40, VOLUME_ID, "ap-southeast-2", "0123456789abcdef")
+    text = user_data("trainguard-results-" + "x" * 40, VOLUME_ID, "ap-southeast-2", "0123456789abcdef", TOPIC_ARN)
 
     assert len(text.encode()) < MAX_USER_DATA_BYTES / 8
     assert "amazon-cloudwatch-agent" not in text  # the agent and its configs come in the bundle
 
 
 def test_per_instance_values_travel_in_the_environment_file_and_the_bundle_is_applied_once() -> None:
-    config = cloud_config("trainguard-results-x", VOLUME_ID, "eu-west-1", "0123456789abcdef")
+    config = cloud_config("trainguard-results-x", VOLUME_ID, "eu-west-1", "0123456789abcdef", TOPIC_ARN)
     (env,) = config["write_files"]
 
     assert env["path"] == "/etc/trainguard/env"
     assert env["content"] == (
         f"TRAINGUARD_BUCKET=trainguard-results-x\nTRAINGUARD_DATA_VOLUME_ID={VOLUME_ID}\nTRAINGUARD_REGION=eu-west-1\n"
+        f"TRAINGUARD_TOPIC_ARN={TOPIC_ARN}\n"
     )
     assert config["runcmd"] == [["sh", "-c", fetch_and_apply("0123456789abcdef")]]
 

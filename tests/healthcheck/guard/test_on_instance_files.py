@@ -19,7 +19,7 @@ UNITS = ("trainguard.slice", "trainguard-training.slice", "trainguard-guard.serv
 
 
 def earlyoom_args() -> list[str]:
-    text = (USERDATA / "earlyoom.default").read_text()
+    text = (USERDATA / "earlyoom").read_text()
     value = re.search(r'^EARLYOOM_ARGS="(.*)"$', text, re.MULTILINE)
     assert value is not None
     assert "'" not in value.group(1), "systemd passes quotes in $EARLYOOM_ARGS through literally"
