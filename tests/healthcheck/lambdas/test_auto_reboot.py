@@ -29,6 +29,9 @@ class World:
     s3: Any
     sns: Any
     sqs: Any
+    ssm: Any
+    scheduler: Any
+    cloudwatch: Any
     instance_id: str
     bucket: str
     topic_arn: str
@@ -37,9 +40,17 @@ class World:
     calls: dict[str, int] = field(default_factory=dict)
 
     def remediator(self, **settings: Any) -> Remediator:
+        settings.setdefault("bucket", self.bucket)
         return Remediator(
-            RemediationSettings(topic_arn=self.topic_arn, bucket=self.bucket, **settings),
-            Clients(ec2=self.ec2, s3=self.s3, sns=self.sns),
+            RemediationSettings(topic_arn=self.topic_arn, **settings),
+            Clients(
+                ec2=self.ec2,
+                s3=self.s3,
+                sns=self.sns,
+                ssm=self.ssm,
+                scheduler=self.scheduler,
+                cloudwatch=self.cloudwatch,
+            ),
             clock=lambda: self.now,
         )
 
@@ -71,6 +82,9 @@ def world(aws_credentials: str) -> Iterator[World]:
         s3 = boto3.client("s3", region_name=REGION)
         sns = boto3.client("sns", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
+        ssm = boto3.client("ssm", region_name=REGION)
+        scheduler = boto3.client("scheduler", region_name=REGION)
+        cloudwatch = boto3.client("cloudwatch", region_name=REGION)
         instance = ec2.run_instances(
             ImageId="ami-0123456789abcdef0",  # moto runs instances from any image id
             MinCount=1,
@@ -90,6 +104,9 @@ def world(aws_credentials: str) -> Iterator[World]:
             s3,
             sns,
             sqs,
+            ssm,
+            scheduler,
+            cloudwatch,
             instance["InstanceId"],
             "results",
             topic_arn,
@@ -210,7 +227,7 @@ def test_duplicate_delivery_reboots_exactly_once(world: World) -> None:
 
 
 def test_concurrent_duplicates_are_caught_by_the_atomic_claim(world: World) -> None:
-    """Two deliveries that both read the tags before either writes: the S3 claim lets one act."""
+    """Two deliveries that both read the tags before either writes: the claim lets one act."""
     world.count("RebootInstances")
     remediator = world.remediator()
     event = lambda_action(world.instance_id)
@@ -219,7 +236,7 @@ def test_concurrent_duplicates_are_caught_by_the_atomic_claim(world: World) -> N
 
     results = [handler(event, None, remediator=remediator)["handled"][0]["decision"] for _ in range(2)]
 
-    assert results == ["REBOOT", "SKIP_DUPLICATE"]
+    assert results == ["REBOOT", "SKIP_CLAIMED"]
     assert world.calls == {"RebootInstances": 1}
 
 
