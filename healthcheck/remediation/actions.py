@@ -97,6 +97,8 @@ SSH_LOOKBACK = timedelta(minutes=5)
 SSH_PERIOD_S = 10
 # Abandoned claims (holder died before recording) to step over before giving up the race.
 MAX_STALE_CLAIMS = 3
+# A claim holds at least this long, even with no grace period: longer than a remediation takes (60 s Lambda).
+CLAIM_HELD_AT_LEAST = timedelta(minutes=5)
 
 
 @dataclass
@@ -303,17 +305,17 @@ class Remediator:
 
         An SSM parameter named by the instance and the history it read (see
         claim_name), created by PutParameter without Overwrite: whoever
-        creates it acts, the others skip. It needs no bucket, and nothing newer
-        than botocore has always had. A claim older than a grace period whose
-        holder never recorded its act is stepped over (its time is in its value,
-        by the claimant's clock, so every claimant judges it alike). If Parameter Store
+        creates it acts, the others skip. It needs no bucket, and no request
+        parameter that an older botocore lacks (S3's IfNoneMatch did). A claim
+        older than a grace period (and CLAIM_HELD_AT_LEAST) whose holder never
+        recorded its act is stepped over; its time is in its value, by the
+        claimant's clock, so every claimant judges it alike. If Parameter Store
         cannot be reached, the sequence goes ahead on the history tag alone,
         and says so: a hung instance left hung is worse than a rare double.
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
         stale: tuple[str, ...] = ()
-        name = claim_name(outcome.instance_id, facts.history)
         try:
             for _ in range(MAX_STALE_CLAIMS + 1):
                 name = claim_name(outcome.instance_id, facts.history, stale)
@@ -329,9 +331,10 @@ class Remediator:
                     if error.response.get("Error", {}).get("Code") != "ParameterAlreadyExists":
                         raise
                     held = _claimed_at(self.clients.ssm.get_parameter(Name=name)["Parameter"]["Value"])
-                    if held is None or now.timestamp() - held < self.settings.boot_grace.total_seconds():
+                    holds_for = max(self.settings.boot_grace, CLAIM_HELD_AT_LEAST).total_seconds()
+                    if held is not None and now.timestamp() - held < holds_for:
                         return False
-                    stale += (str(held),)
+                    stale += (str(held) if held is not None else "unreadable",)
                     continue
                 self._forget_claim(outcome.instance_id, facts)
                 return True
@@ -440,7 +443,7 @@ class Remediator:
 
 
 def _claimed_at(value: str) -> int | None:
-    """The claim's time (epoch seconds, by the claimant's clock), or None if unreadable (then it holds)."""
+    """The claim's time (epoch seconds, by the claimant's clock), or None if unreadable (not one of ours)."""
     try:
         at = json.loads(value)["at"]
     except (ValueError, TypeError, KeyError):

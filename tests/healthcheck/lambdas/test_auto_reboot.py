@@ -449,12 +449,16 @@ def _together(world: World, remediator: Remediator, events: list[dict[str, Any]]
     return sorted(decisions)
 
 
-def test_three_alarms_for_one_instance_arriving_together_reboot_once_and_snapshot_once(world: World) -> None:
+@pytest.mark.parametrize("grace", [timedelta(seconds=600), timedelta(0)], ids=["grace", "no-grace"])
+def test_three_alarms_for_one_instance_arriving_together_reboot_once_and_snapshot_once(
+    world: World, grace: timedelta
+) -> None:
     world.count("RebootInstances")
     world.count("CreateSnapshots")
     alarms = [f"trainguard-{world.instance_id}-{key}" for key in ("instance-status", "ssh-unresponsive", "cpu")]
+    remediator = world.remediator(boot_grace=grace)
 
-    decisions = _together(world, world.remediator(), [lambda_action(world.instance_id, alarm=a) for a in alarms])
+    decisions = _together(world, remediator, [lambda_action(world.instance_id, alarm=a) for a in alarms])
 
     assert decisions == ["REBOOT", "SKIP_CLAIMED", "SKIP_CLAIMED"]
     assert world.calls == {"RebootInstances": 1, "CreateSnapshots": 1}
@@ -503,14 +507,17 @@ def test_when_the_claim_cannot_be_made_it_goes_ahead_and_says_so(world: World) -
 
 
 @pytest.mark.parametrize(
-    ("claimed_ago", "decision"), [(timedelta(minutes=2), "SKIP_CLAIMED"), (timedelta(minutes=11), "REBOOT")]
+    ("claimed_ago", "decision"),
+    [(timedelta(minutes=2), "SKIP_CLAIMED"), (timedelta(minutes=11), "REBOOT"), (None, "REBOOT")],
+    ids=["held", "abandoned", "unreadable"],
 )
 def test_a_claim_whose_holder_never_recorded_is_stepped_over_after_a_grace_period(
-    world: World, claimed_ago: timedelta, decision: str
+    world: World, claimed_ago: timedelta | None, decision: str
 ) -> None:
+    at = "junk" if claimed_ago is None else int((world.now - claimed_ago).timestamp())
     world.ssm.put_parameter(
         Name=f"/trainguard/claims/{world.instance_id}/0",
-        Value=json.dumps({"alarm": "lost", "at": int((world.now - claimed_ago).timestamp())}),
+        Value=json.dumps({"alarm": "lost", "at": at}),
         Type="String",
     )
 
