@@ -79,9 +79,9 @@ def _no_such_instance(instance_id: str) -> dict[str, Any]:
 def _failed(remediator: Remediator, item: AlarmEvent | StoppedEvent, error: Exception) -> dict[str, Any]:
     problem = f"{type(error).__name__}: {error}"
     log.error(json.dumps({"event": "trainguard.failed", "instance_id": item.instance_id, "problem": problem}))
-    if isinstance(item, AlarmEvent):
-        try:
-            remediator.report_failure(item, error)
-        except Exception as report_error:  # noqa: BLE001 - the log line above already has the cause
-            log.error(json.dumps({"event": "trainguard.failed", "problem": f"could not email: {report_error}"}))  # noqa: TRY400
+    what = f"{item.alarm_name} ({item.state})" if isinstance(item, AlarmEvent) else "its stopped event"
+    try:
+        remediator.report_failure(item.instance_id, what, error)
+    except Exception as report_error:  # noqa: BLE001 - the log line above already has the cause
+        log.error(json.dumps({"event": "trainguard.failed", "problem": f"could not email: {report_error}"}))  # noqa: TRY400
     return {"instance_id": item.instance_id, "decision": "ERROR", "reason": problem}

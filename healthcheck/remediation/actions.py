@@ -188,15 +188,14 @@ class Remediator:
             )
         return step
 
-    def report_failure(self, event: AlarmEvent, error: BaseException) -> None:
-        """Tell a person that an alarm could not be handled (the function returns instead of raising)."""
+    def report_failure(self, instance_id: str, what: str, error: BaseException) -> None:
+        """Tell a person that an event could not be handled (the function returns instead of raising)."""
         if self.settings.topic_arn:
             self.clients.sns.publish(
                 TopicArn=self.settings.topic_arn,
-                Subject=f"trainguard: could not handle {event.alarm_name}"[:MAX_SUBJECT],
-                Message=f"{event.alarm_name} ({event.state}) for {event.instance_id}: "
-                f"{type(error).__name__}: {error}\n"
-                f"Look at the instance: python -m healthcheck probe {event.instance_id}\n",
+                Subject=f"trainguard: could not handle {what} for {instance_id}"[:MAX_SUBJECT],
+                Message=f"{what} for {instance_id}: {type(error).__name__}: {error}\n"
+                f"Look at the instance: python -m healthcheck probe {instance_id}\n",
             )
 
     def _remediate(self, outcome: Outcome, facts: InstanceFacts, steps: list[Step]) -> Outcome:

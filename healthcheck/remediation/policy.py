@@ -243,12 +243,6 @@ def decide(
     history = facts.history
     if any(entry.fingerprint == event_fingerprint for entry in history):
         return Decision(Verdict.SKIP_DUPLICATE, "this alarm event was already handled")
-    if ssh_answering:
-        return Decision(
-            Verdict.SKIP_SSH_ANSWERS,
-            f"the CloudWatch agent is silent, but the SSH canary saw {facts.instance_id} answer within the last "
-            f"{int(SSH_FRESH.total_seconds() // 60)} minutes: the agent needs a look, not the host a reboot",
-        )
     acted = [entry for entry in history if entry.action in (*REMEDIATIONS, Action.STARTED)]
     last_boot = max([facts.launch_time, *(entry.at for entry in acted)])
     if now - last_boot < settings.boot_grace:
@@ -256,6 +250,13 @@ def decide(
         return Decision(
             Verdict.SKIP_BOOT_GRACE,
             f"booted or remediated {since}s ago, inside the {int(settings.boot_grace.total_seconds())}s grace period",
+        )
+    # After the grace check: a booting host's agent is silent for a while, and that is no news.
+    if ssh_answering:
+        return Decision(
+            Verdict.SKIP_SSH_ANSWERS,
+            f"the CloudWatch agent is silent, but the SSH canary saw {facts.instance_id} answer within the last "
+            f"{int(SSH_FRESH.total_seconds() // 60)} minutes: the agent needs a look, not the host a reboot",
         )
     recent = [entry for entry in acted if entry.action in REMEDIATIONS and now - entry.at < settings.reboot_window]
     window_hours = int(settings.reboot_window.total_seconds() // 3600)

@@ -18,6 +18,7 @@ from moto import mock_aws
 
 from healthcheck.lambdas.auto_reboot import handler
 from healthcheck.remediation.actions import Clients, Remediator
+from healthcheck.remediation.events import AlarmEvent, relook_payload
 from healthcheck.remediation.policy import HISTORY_TAG, RemediationSettings
 
 REGION = "eu-west-1"
@@ -593,7 +594,27 @@ def test_an_aws_failure_is_logged_and_emailed_not_raised(world: World, caplog: p
     assert "RequestLimitExceeded" in summary["handled"][0]["reason"]
     assert "trainguard.failed" in caplog.text
     (email,) = world.emails()
-    assert email["Subject"] == f"trainguard: could not handle {ALARM}"
+    assert email["Subject"] == f"trainguard: could not handle {ALARM} (ALARM) for {world.instance_id}"
+
+
+def test_an_instance_trainguard_stopped_that_will_not_start_is_emailed(world: World) -> None:
+    remediator = world.remediator()
+    handler(lambda_action(world.instance_id, at="2026-11-29T12:00:00Z"), None, remediator=remediator)
+    world.now += timedelta(minutes=15)
+    handler(lambda_action(world.instance_id, at="2026-11-29T12:15:00Z"), None, remediator=remediator)  # stop/start
+    world.emails()
+
+    def no_capacity(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"}}, "StartInstances")
+
+    world.ec2.meta.events.register("before-call.ec2.StartInstances", no_capacity)
+
+    summary = handler(stopped_event(world.instance_id), None, remediator=remediator)
+
+    assert summary["handled"][0]["decision"] == "ERROR"
+    (email,) = world.emails()
+    assert email["Subject"] == f"trainguard: could not handle its stopped event for {world.instance_id}"
+    assert "InsufficientInstanceCapacity" in email["Message"]
 
 
 def test_a_misconfigured_function_logs_and_returns(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -622,55 +643,61 @@ def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
+LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(["ALARM", "OK", "stopped", "running", "i-0123456789abcdef0", "", "[" * 5000]),
+)
+
+
 @st.composite
 def hostile_events(draw: st.DrawFn, instance_id: str) -> Any:
-    """A real event shape with a few of its values replaced or removed, or any JSON at all."""
-    event = draw(
-        st.sampled_from(
-            [
-                lambda_action(instance_id),
-                sns_wrapped(instance_id),
-                stopped_event(instance_id),
-                {
-                    "source": "trainguard.relook",
-                    "alarm": {"alarm_name": ALARM, "state": "ALARM", "instance_id": instance_id, "changed_at": "x"},
-                    "look_at": "2026-11-29T12:11:00Z",
-                },
-            ]
-        )
-    )
-    if draw(st.booleans()):
+    """Mostly real event shapes (alarm, SNS, stopped, look again) with a few values replaced or removed."""
+    if draw(st.integers(0, 9)) == 0:
         return draw(JSON)
-    event = json.loads(json.dumps(event))
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(_paths(event)))
-        if not path:
-            return draw(JSON)
+    target = draw(st.sampled_from([instance_id, instance_id, "i-0123456789abcdef0"]))
+    alarm = draw(st.sampled_from([ALARM, HEARTBEAT, f"trainguard-{target}-ssh-unresponsive"]))
+    at = draw(st.sampled_from(["2026-11-29T12:00:00Z", "2026-11-29T12:05:00Z", "", "not a time"]))
+    shapes = [
+        lambda_action(target, at=at, alarm=alarm),
+        sns_wrapped(target, at=at),
+        stopped_event(target),
+        relook_payload(AlarmEvent(alarm, "ALARM", target, at, "fuzz"), "2026-11-29T12:11:00Z", "s"),
+    ]
+    event = json.loads(json.dumps(draw(st.sampled_from(shapes))))
+    for _ in range(draw(st.integers(0, 2))):
+        path = draw(st.sampled_from(_paths(event)[1:]))
         parent = event
         for step in path[:-1]:
             parent = parent[step]
-        if isinstance(parent, dict) and draw(st.booleans()):
+        if isinstance(parent, dict) and draw(st.integers(0, 3)) == 0:
             del parent[path[-1]]
         else:
-            parent[path[-1]] = draw(JSON)
+            parent[path[-1]] = draw(LEAVES | JSON)
     return event
 
 
 def test_fuzzed_events_never_raise_and_never_remediate_twice_in_a_grace_period(world: World) -> None:
     """Hypothesis against the handler and moto: whatever arrives, it returns, and the claim and grace still hold."""
-    for operation in ("RebootInstances", "StopInstances"):
+    for operation in ("RebootInstances", "StopInstances", "StartInstances"):
         world.count(operation)
-    remediator = world.remediator()
+    remediator = relooking(world)  # looks again find the alarm in ALARM and decide
+    seen: set[str] = set()
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(event=hostile_events(world.instance_id))
     def never_raises(event: Any) -> None:
         summary = handler(event, None, remediator=remediator)
         assert isinstance(summary["handled"], list) and isinstance(summary["ignored"], list)
         assert all(item["decision"] != "ERROR" for item in summary["handled"]), summary
+        seen.update(item["decision"] for item in summary["handled"])
 
     never_raises()
     assert sum(world.calls.values()) <= 1
+    assert {"REBOOT", "SKIP_BOOT_GRACE", "IGNORE"} <= seen  # the fuzz reached the decisions, not only the parser
 
 
 # --- Item 16: an alarm that stays in ALARM is acted on again ----------------------------------------------------

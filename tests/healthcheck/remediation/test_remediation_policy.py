@@ -178,6 +178,8 @@ def test_agent_silence_while_ssh_answers_is_not_a_reboot_but_is_emailed() -> Non
     assert decision.verdict is Verdict.SKIP_SSH_ANSWERS
     assert decision.verdict.emails and not decision.verdict.acts
     assert decide(facts(tags={}), "cafecafe", NOW, SETTINGS, ssh_answering=True).verdict is Verdict.SKIP_NOT_MANAGED
+    booting = facts(launched_ago=timedelta(minutes=3))
+    assert decide(booting, "cafecafe", NOW, SETTINGS, ssh_answering=True).verdict is Verdict.SKIP_BOOT_GRACE
 
 
 def test_looks_again_when_the_grace_period_ends_after_a_skip_or_a_remediation_and_never_after_giving_up() -> None:
