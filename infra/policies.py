@@ -179,7 +179,7 @@ def auto_reboot(
     """The auto-reboot function: recover only managed instances, snapshot them, keep evidence, tell a person.
 
     Also: claim an instance in Parameter Store (only under CLAIM_PATH), read
-    the alarm's state and the canary's SSH metric, and schedule its own looks
+    alarm states and the canary's SSH metric, and schedule its own looks
     again (only in its own group, passing only the relook role).
     """
     ec2 = f"arn:{partition}:ec2:{region}"
@@ -241,16 +241,12 @@ def auto_reboot(
             "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter{CLAIM_PATH}/*",
         },
         {
-            "Sid": "ReadTrainguardAlarms",
+            # Reads only. GetMetricStatistics has no resource type; DescribeAlarms is a List action, and a
+            # denied read (were an alarm-ARN scope not honoured) would silently end every look again.
+            "Sid": "ReadAlarmsAndCanarySsh",
             "Effect": "Allow",
-            "Action": "cloudwatch:DescribeAlarms",
-            "Resource": f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:trainguard-*",
-        },
-        {
-            "Sid": "ReadCanarySsh",
-            "Effect": "Allow",
-            "Action": "cloudwatch:GetMetricStatistics",
-            "Resource": "*",  # GetMetricStatistics has no resource type; it only reads
+            "Action": ["cloudwatch:DescribeAlarms", "cloudwatch:GetMetricStatistics"],
+            "Resource": "*",
         },
         {
             "Sid": "ScheduleOwnLooks",
