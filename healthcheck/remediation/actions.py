@@ -152,12 +152,10 @@ class Remediator:
         )
         if dry_run:
             return outcome
-        if decision.verdict is Verdict.SKIP_SSH_ANSWERS:
-            return self._tell(outcome, [])
         if decision.action is None:
             steps: list[Step] = []
             self._look_again(outcome, facts, now, steps)
-            return replace(outcome, steps=tuple(steps))
+            return self._tell(outcome, steps) if decision.verdict.emails else replace(outcome, steps=tuple(steps))
         claim_steps: list[Step] = []
         if not self._claim(outcome, facts, now, claim_steps):
             return replace(
