@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from healthcheck.remediation.policy import CLAIM_PATH
+
 Document = dict[str, Any]
 
 MANAGED_TAG_KEY = "trainguard:managed"
@@ -159,11 +161,15 @@ def snapshot_lifecycle(partition: str, region: str) -> Document:
             "Resource": f"{ec2}::snapshot/*",
         },
         {
-            "Sid": "TagNewSnapshots",
+            # DLM also tags snapshots after creating them (its own dlm: tags, tags from the policy), so an
+            # ec2:CreateAction condition would refuse those calls. This is what the AWS-managed
+            # AWSDataLifecycleManagerServiceRole grants: ec2:CreateTags on snapshot/*, unconditioned
+            # (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSDataLifecycleManagerServiceRole.html),
+            # narrowed here to this region.
+            "Sid": "TagSnapshots",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": f"{ec2}::snapshot/*",
-            "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots"]}},
         },
         {
             "Sid": "PruneOwnSnapshots",
@@ -182,9 +188,23 @@ def snapshot_lifecycle(partition: str, region: str) -> Document:
 
 
 def auto_reboot(
-    *, partition: str, region: str, account_id: str, bucket_arn: str, topic_arn: str, key_arn: str, log_group_arn: str
+    *,
+    partition: str,
+    region: str,
+    account_id: str,
+    bucket_arn: str,
+    topic_arn: str,
+    key_arn: str,
+    log_group_arn: str,
+    relook_group: str,
+    relook_role_arn: str,
 ) -> Document:
-    """The auto-reboot function: recover only managed instances, snapshot them, keep evidence, tell a person."""
+    """The auto-reboot function: recover only managed instances, snapshot them, keep evidence, tell a person.
+
+    Also: claim an instance in Parameter Store (only under CLAIM_PATH), read
+    alarm states and the canary's SSH metric, and schedule its own looks
+    again (only in its own group, passing only the relook role).
+    """
     ec2 = f"arn:{partition}:ec2:{region}"
     instances = f"{ec2}:{account_id}:instance/*"
     managed = {"StringEquals": {f"ec2:ResourceTag/{MANAGED_TAG_KEY}": "true"}}
@@ -236,7 +256,69 @@ def auto_reboot(
             "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
             "Resource": key_arn,
         },
+        {
+            # A parameter ARN drops the name's leading slash: parameter/trainguard/claims/...
+            "Sid": "ClaimInstances",
+            "Effect": "Allow",
+            "Action": ["ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameters"],
+            "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter{CLAIM_PATH}/*",
+        },
+        {
+            # Reads only. GetMetricStatistics has no resource type; DescribeAlarms is a List action, and a
+            # denied read (were an alarm-ARN scope not honoured) would silently end every look again.
+            "Sid": "ReadAlarmsAndCanarySsh",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:DescribeAlarms", "cloudwatch:GetMetricStatistics"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "ScheduleOwnLooks",
+            "Effect": "Allow",
+            "Action": ["scheduler:CreateSchedule", "scheduler:DeleteSchedule"],
+            "Resource": f"arn:{partition}:scheduler:{region}:{account_id}:schedule/{relook_group}/*",
+        },
+        {
+            "Sid": "PassOnlyTheRelookRole",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": relook_role_arn,
+            "Condition": {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
+        },
         _own_logs(log_group_arn),
+    )
+
+
+def relook_trust(*, partition: str, region: str, account_id: str, relook_group: str) -> Document:
+    """Only EventBridge Scheduler, for this account's relook group, may assume the relook role.
+
+    AWS's confused-deputy guidance for Scheduler execution roles conditions on
+    aws:SourceAccount and the schedule group's ARN
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/setting-up.html#setting-up-execution-role).
+    """
+    return document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "scheduler.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {
+                    "aws:SourceAccount": account_id,
+                    "aws:SourceArn": f"arn:{partition}:scheduler:{region}:{account_id}:schedule-group/{relook_group}",
+                }
+            },
+        }
+    )
+
+
+def relook_invoker(function_arn: str) -> Document:
+    """The relook role may invoke the auto-reboot function, and nothing else."""
+    return document(
+        {
+            "Sid": "InvokeAutoReboot",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": [function_arn, f"{function_arn}:*"],
+        }
     )
 
 

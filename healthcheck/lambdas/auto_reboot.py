@@ -1,9 +1,11 @@
 """Auto-reboot: recover an instance an alarm says is hung, safely, and tell a person.
 
 Handler: healthcheck.lambdas.auto_reboot.handler. Configured by TRAINGUARD_*
-environment variables (see the README). Acts only on ALARM; a malformed or
-unknown event is logged and returned from, never raised, since a raised error
-is retried.
+environment variables (see the README). Acts only on ALARM. It never raises:
+a malformed or unknown event is logged and returned from, and an event whose
+handling fails is logged and reported to the topic, since a raised error is
+retried (and a retried remediation is a second reboot). A look again that the
+function itself scheduled (events.RELOOK_SOURCE) comes back here too.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
 from healthcheck.remediation.events import AlarmEvent, StoppedEvent, parse
-from healthcheck.remediation.policy import RemediationSettings
+from healthcheck.remediation.policy import RemediationConfigError, RemediationSettings
 from healthcheck.remediation.report import log_line
 
 log = logging.getLogger("trainguard.auto_reboot")
@@ -23,30 +26,42 @@ log.setLevel(logging.INFO)
 
 
 def handler(event: Any, context: Any, remediator: Remediator | None = None) -> dict[str, Any]:
-    """Handle one delivery; returns a summary (for tests and the Lambda console), never raises on bad events."""
-    remediator = remediator or Remediator(RemediationSettings.from_environment(os.environ), Clients())
+    """Handle one delivery; returns a summary (for tests and the Lambda console), never raises."""
+    if remediator is None:
+        try:
+            settings = RemediationSettings.from_environment(os.environ)
+        except RemediationConfigError as error:
+            log.error(json.dumps({"event": "trainguard.misconfigured", "problem": str(error)}))  # noqa: TRY400
+            return {"handled": [], "ignored": [], "failed": [str(error)]}
+        # The function's own ARN, for the schedules that invoke it again.
+        settings = replace(settings, function_arn=getattr(context, "invoked_function_arn", None))
+        remediator = Remediator(settings, Clients())
     events, problems = parse(event)
     for problem in problems:
         log.warning(json.dumps({"event": "trainguard.ignored", "problem": problem}))
     handled: list[dict[str, Any]] = []
     for item in events:
-        if isinstance(item, StoppedEvent):
-            step = remediator.handle_stopped(item.instance_id)
-            handled.append({"instance_id": item.instance_id, "decision": "START" if step else "IGNORE"})
-            continue
-        handled.append(_handle_alarm(remediator, item))
+        try:
+            handled.append(_handle(remediator, item))
+        except Exception as error:  # noqa: BLE001 - never raise (see the module docstring); a person is told
+            handled.append(_failed(remediator, item, error))
     return {"handled": handled, "ignored": problems}
 
 
-def _handle_alarm(remediator: Remediator, event: AlarmEvent) -> dict[str, Any]:
-    if event.state != "ALARM":
-        log.info(json.dumps({"event": "trainguard.ignored", "alarm": event.alarm_name, "state": event.state}))
-        return {"instance_id": event.instance_id, "decision": "IGNORE", "reason": f"state {event.state}"}
+def _handle(remediator: Remediator, item: AlarmEvent | StoppedEvent) -> dict[str, Any]:
+    if isinstance(item, StoppedEvent):
+        try:
+            step = remediator.handle_stopped(item.instance_id)
+        except InstanceNotFound:
+            return _no_such_instance(item.instance_id)
+        return {"instance_id": item.instance_id, "decision": "START" if step else "IGNORE"}
+    if item.state != "ALARM":
+        log.info(json.dumps({"event": "trainguard.ignored", "alarm": item.alarm_name, "state": item.state}))
+        return {"instance_id": item.instance_id, "decision": "IGNORE", "reason": f"state {item.state}"}
     try:
-        outcome = remediator.handle_alarm(event)
+        outcome = remediator.handle_alarm(item)
     except InstanceNotFound:
-        log.warning(json.dumps({"event": "trainguard.ignored", "problem": f"no instance {event.instance_id}"}))
-        return {"instance_id": event.instance_id, "decision": "IGNORE", "reason": "no such instance"}
+        return _no_such_instance(item.instance_id)
     log.info(log_line(outcome))
     return {
         "instance_id": outcome.instance_id,
@@ -54,3 +69,19 @@ def _handle_alarm(remediator: Remediator, event: AlarmEvent) -> dict[str, Any]:
         "reason": outcome.decision.reason,
         "snapshot_ids": list(outcome.snapshot_ids),
     }
+
+
+def _no_such_instance(instance_id: str) -> dict[str, Any]:
+    log.warning(json.dumps({"event": "trainguard.ignored", "problem": f"no instance {instance_id}"}))
+    return {"instance_id": instance_id, "decision": "IGNORE", "reason": "no such instance"}
+
+
+def _failed(remediator: Remediator, item: AlarmEvent | StoppedEvent, error: Exception) -> dict[str, Any]:
+    problem = f"{type(error).__name__}: {error}"
+    log.error(json.dumps({"event": "trainguard.failed", "instance_id": item.instance_id, "problem": problem}))
+    what = f"{item.alarm_name} ({item.state})" if isinstance(item, AlarmEvent) else "its stopped event"
+    try:
+        remediator.report_failure(item.instance_id, what, error)
+    except Exception as report_error:  # noqa: BLE001 - the log line above already has the cause
+        log.error(json.dumps({"event": "trainguard.failed", "problem": f"could not email: {report_error}"}))  # noqa: TRY400
+    return {"instance_id": item.instance_id, "decision": "ERROR", "reason": problem}

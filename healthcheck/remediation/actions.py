@@ -1,9 +1,11 @@
 """The remediation sequence, shared by the auto-reboot Lambda and `python -m healthcheck reboot`.
 
-Snapshot every EBS volume (crash-consistent across volumes), keep the console,
-reboot (or stop, to start again when EC2 says it stopped), record it on the
-instance, and tell a person. A failed step is reported and the sequence goes
-on: a missing snapshot must not keep a hung instance down.
+Claim the instance (one remediation per instance per grace period), snapshot
+every EBS volume (crash-consistent across volumes), keep the console, reboot
+(or stop, to start again when EC2 says it stopped), record it on the instance,
+arrange to look again when the grace period ends, and tell a person. A failed
+step is reported and the sequence goes on: a missing snapshot must not keep a
+hung instance down.
 
 I/O goes through injected clients and an injected clock; boto3 clients are
 created on first use, never at import.
@@ -12,14 +14,15 @@ created on first use, never at import.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from healthcheck.remediation.events import AlarmEvent
+from healthcheck.remediation.events import AlarmEvent, relook_payload
 from healthcheck.remediation.policy import (
     HISTORY_TAG,
     Action,
@@ -28,11 +31,18 @@ from healthcheck.remediation.policy import (
     InstanceFacts,
     RemediationSettings,
     Verdict,
+    at_expression,
+    claim_name,
     decide,
     encode_history,
     fingerprint,
+    is_agent_heartbeat,
+    relook_at,
+    schedule_name,
+    should_start,
+    ssh_answers,
 )
-from healthcheck.remediation.report import CONSOLE_LINES, Outcome, Step, body, subject
+from healthcheck.remediation.report import CONSOLE_LINES, MAX_SUBJECT, Outcome, Step, body, subject
 
 Clock = Callable[[], datetime]
 
@@ -49,7 +59,7 @@ class Clients:
             return self._injected[service]
         import boto3
 
-        # `service` is one of ec2, s3, sns: the properties below.
+        # `service` is one of the properties below.
         self._injected[service] = boto3.client(service, region_name=self._region)  # type: ignore[call-overload]
         return self._injected[service]
 
@@ -65,9 +75,30 @@ class Clients:
     def sns(self) -> Any:
         return self._client("sns")
 
+    @property
+    def ssm(self) -> Any:
+        return self._client("ssm")
+
+    @property
+    def scheduler(self) -> Any:
+        return self._client("scheduler")
+
+    @property
+    def cloudwatch(self) -> Any:
+        return self._client("cloudwatch")
+
 
 class InstanceNotFound(LookupError):
     """The instance id names no instance (bad input for the CLI)."""
+
+
+# How far back to read the canary's SSHResponsive, at its high-resolution period.
+SSH_LOOKBACK = timedelta(minutes=5)
+SSH_PERIOD_S = 10
+# Abandoned claims (holder died before recording) to step over before giving up the race.
+MAX_STALE_CLAIMS = 3
+# A claim holds at least this long, even with no grace period: longer than a remediation takes (60 s Lambda).
+CLAIM_HELD_AT_LEAST = timedelta(minutes=5)
 
 
 @dataclass
@@ -100,33 +131,47 @@ class Remediator:
 
     def handle_alarm(self, event: AlarmEvent, *, force: bool = False, dry_run: bool = False) -> Outcome:
         """Decide, and unless dry_run, carry the decision out."""
-        facts = self.facts(event.instance_id)
         now = self.clock()
-        event_fingerprint = fingerprint(event.alarm_name, event.changed_at)
-        decision = decide(facts, event_fingerprint, now, self.settings, force=force)
+        changed = f"{event.changed_at}|look {event.look_at}" if event.is_relook else event.changed_at
+        event_fingerprint = fingerprint(event.alarm_name, changed)
+        if event.is_relook:
+            self._forget_schedule(event.schedule)
+            if not self._still_in_alarm(event.alarm_name):
+                decision = Decision(Verdict.SKIP_RECOVERED, f"{event.alarm_name} is no longer in ALARM: nothing to do")
+                return Outcome(event.instance_id, event, decision, event_fingerprint, _stamp(now))
+        facts = self.facts(event.instance_id)
+        answering = is_agent_heartbeat(event.alarm_name) and self._ssh_answers(event.instance_id, now)
+        decision = decide(facts, event_fingerprint, now, self.settings, force=force, ssh_answering=answering)
         outcome = Outcome(
             instance_id=event.instance_id,
             event=event,
             decision=decision,
             fingerprint=event_fingerprint,
             at=_stamp(now),
+            availability_zone=facts.availability_zone,
         )
-        if dry_run or decision.action is None:
+        if dry_run:
             return outcome
-        if decision.verdict.acts and not self._claim(outcome):
+        if decision.action is None:
+            steps: list[Step] = []
+            self._look_again(outcome, facts, now, steps)
+            return self._tell(outcome, steps) if decision.verdict.emails else replace(outcome, steps=tuple(steps))
+        claim_steps: list[Step] = []
+        if not self._claim(outcome, facts, now, claim_steps):
             return replace(
-                outcome, decision=Decision(Verdict.SKIP_DUPLICATE, "another delivery is handling this event")
+                outcome,
+                decision=Decision(Verdict.SKIP_CLAIMED, "another alarm claimed this instance's remediation first"),
             )
         if decision.verdict is Verdict.GIVE_UP:
-            return self._finish(outcome, facts, [], Action.GAVE_UP)
-        return self._remediate(outcome, facts)
+            return self._finish(outcome, facts, claim_steps, Action.GAVE_UP)
+        return self._remediate(outcome, facts, claim_steps)
 
     def handle_stopped(self, instance_id: str) -> Step | None:
-        """Start an instance that trainguard stopped; any other stopped instance is left alone."""
+        """Start a managed instance that trainguard stopped; any other stopped instance is left alone."""
         facts = self.facts(instance_id)
-        history = facts.history
-        if not history or history[-1].action is not Action.STOP_START or facts.state != "stopped":
+        if not should_start(facts, self.settings):
             return None
+        history = facts.history
         self.clients.ec2.start_instances(InstanceIds=[instance_id])
         entry = Entry(self.clock(), Action.STARTED, history[-1].fingerprint)
         self._record(instance_id, (*history, entry))
@@ -141,8 +186,17 @@ class Remediator:
             )
         return step
 
-    def _remediate(self, outcome: Outcome, facts: InstanceFacts) -> Outcome:
-        steps: list[Step] = []
+    def report_failure(self, instance_id: str, what: str, error: BaseException) -> None:
+        """Tell a person that an event could not be handled (the function returns instead of raising)."""
+        if self.settings.topic_arn:
+            self.clients.sns.publish(
+                TopicArn=self.settings.topic_arn,
+                Subject=f"trainguard: could not handle {what} for {instance_id}"[:MAX_SUBJECT],
+                Message=f"{what} for {instance_id}: {type(error).__name__}: {error}\n"
+                f"Look at the instance: python -m healthcheck probe {instance_id}\n",
+            )
+
+    def _remediate(self, outcome: Outcome, facts: InstanceFacts, steps: list[Step]) -> Outcome:
         snapshot_ids = self._snapshot(outcome, steps)
         postmortem, console = self._keep_console(outcome, steps)
         outcome = replace(
@@ -150,7 +204,6 @@ class Remediator:
             snapshot_ids=snapshot_ids,
             postmortem=postmortem,
             console_tail=console,
-            availability_zone=facts.availability_zone,
         )
         self._run(steps, *self._recovery_call(outcome))
         return self._finish(outcome, facts, steps, outcome.decision.action or Action.REBOOT)
@@ -176,6 +229,10 @@ class Remediator:
     def _finish(self, outcome: Outcome, facts: InstanceFacts, steps: list[Step], action: Action) -> Outcome:
         entry = Entry(self.clock(), action, outcome.fingerprint)
         self._run(steps, "record", lambda: self._record(outcome.instance_id, (*facts.history, entry)))
+        self._look_again(outcome, facts, self.clock(), steps)
+        return self._tell(outcome, steps)
+
+    def _tell(self, outcome: Outcome, steps: list[Step]) -> Outcome:
         outcome = replace(outcome, steps=tuple(steps))
         if self.settings.topic_arn:
             self._run(steps, "email", lambda: self._publish(outcome))
@@ -240,32 +297,120 @@ class Remediator:
         ok = self._run(steps, "post-mortem", store, failure_note="post-mortem not stored")
         return (f"s3://{self.settings.bucket}/{prefix}" if ok else None), console.get("tail", ())
 
-    def _claim(self, outcome: Outcome) -> bool:
-        """Atomically claim this alarm event, so concurrent duplicate deliveries act once.
+    def _claim(self, outcome: Outcome, facts: InstanceFacts, now: datetime, steps: list[Step]) -> bool:
+        """Atomically claim the instance's next remediation, so alarms arriving together act once.
 
-        Without a bucket there is nothing to claim with; the history tag still
-        catches duplicates that arrive one after the other.
+        An SSM parameter named by the instance and the history it read (see
+        claim_name), created by PutParameter without Overwrite: whoever
+        creates it acts, the others skip. It needs no bucket, and no request
+        parameter that an older botocore lacks (S3's IfNoneMatch did). A claim
+        older than a grace period (and CLAIM_HELD_AT_LEAST) whose holder never
+        recorded its act is stepped over; its time is in its value, by the
+        claimant's clock, so every claimant judges it alike. If Parameter Store
+        cannot be reached, the sequence goes ahead on the history tag alone,
+        and says so: a hung instance left hung is worse than a rare double.
         """
-        if not self.settings.bucket:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        stale: tuple[str, ...] = ()
+        try:
+            for _ in range(MAX_STALE_CLAIMS + 1):
+                name = claim_name(outcome.instance_id, facts.history, stale)
+                try:
+                    self.clients.ssm.put_parameter(
+                        Name=name,
+                        Value=json.dumps({"alarm": outcome.event.alarm_name, "at": int(now.timestamp())}),
+                        Type="String",
+                        Overwrite=False,
+                        Description=f"trainguard: claims the next remediation of {outcome.instance_id}",
+                    )
+                except ClientError as error:
+                    if error.response.get("Error", {}).get("Code") != "ParameterAlreadyExists":
+                        raise
+                    held = _claimed_at(self.clients.ssm.get_parameter(Name=name)["Parameter"]["Value"])
+                    holds_for = max(self.settings.boot_grace, CLAIM_HELD_AT_LEAST).total_seconds()
+                    if held is not None and now.timestamp() - held < holds_for:
+                        return False
+                    stale += (str(held) if held is not None else "unreadable",)
+                    continue
+                self._forget_claim(outcome.instance_id, facts)
+                return True
+            return False
+        except (BotoCoreError, ClientError) as error:
+            step = Step("claim", False, f"{type(error).__name__}: {error}; going ahead on the history tag alone")
+            steps.append(step)
+            self.on_step(step)
             return True
+
+    def _forget_claim(self, instance_id: str, facts: InstanceFacts) -> None:
+        """Delete the previous remediation's claim: its history is gone, so nobody can race for it again."""
+        if not facts.history:
+            return
+        # Tidying up: a leftover parameter costs nothing and blocks nothing.
+        with contextlib.suppress(Exception):
+            self.clients.ssm.delete_parameters(Names=[claim_name(instance_id, facts.history[:-1])])
+
+    def _look_again(self, outcome: Outcome, facts: InstanceFacts, now: datetime, steps: list[Step]) -> None:
+        """Arrange a one-time schedule that brings the original alarm back when the grace period ends."""
+        at = relook_at(facts, outcome.decision, now, self.settings)
+        if at is None or not self.settings.relooks:  # the CLI has no function to invoke again
+            return
         from botocore.exceptions import ClientError
 
-        try:
-            self.clients.s3.put_object(
-                Bucket=self.settings.bucket,
-                Key=f"postmortem/{outcome.instance_id}/claims/{outcome.fingerprint}",
-                Body=outcome.at.encode(),
-                IfNoneMatch="*",
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
-                return False
-            raise
-        return True
+        event = outcome.event
+        name = schedule_name(event.instance_id, event.alarm_name, at)
+
+        def create() -> str:
+            try:
+                self.clients.scheduler.create_schedule(
+                    Name=name,
+                    GroupName=self.settings.relook_group,
+                    ScheduleExpression=at_expression(at),
+                    ScheduleExpressionTimezone="UTC",
+                    FlexibleTimeWindow={"Mode": "OFF"},
+                    ActionAfterCompletion="DELETE",
+                    Description=f"trainguard: look at {event.instance_id} again ({event.alarm_name})"[:512],
+                    Target={
+                        "Arn": self.settings.function_arn,
+                        "RoleArn": self.settings.relook_role_arn,
+                        "Input": json.dumps(relook_payload(event, _stamp(at), name)),
+                        "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 900},
+                    },
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ConflictException":
+                    raise
+                return f"already arranged for {_stamp(at)} ({name})"
+            return f"at {_stamp(at)}, if {event.alarm_name} is still in ALARM then ({name})"
+
+        self._run(steps, "look again", create, failure_note="no second look: watch the alarm by hand")
+
+    def _forget_schedule(self, name: str) -> None:
+        """Delete the one-time schedule that delivered this look (Scheduler deletes it too, after completion)."""
+        if not (name and self.settings.relook_group):
+            return
+        # Already deleted after completion, or never ours: nothing to tidy.
+        with contextlib.suppress(Exception):
+            self.clients.scheduler.delete_schedule(Name=name, GroupName=self.settings.relook_group)
+
+    def _still_in_alarm(self, alarm_name: str) -> bool:
+        response = self.clients.cloudwatch.describe_alarms(AlarmNames=[alarm_name])
+        alarms = [*response.get("MetricAlarms", []), *response.get("CompositeAlarms", [])]
+        return any(alarm.get("StateValue") == "ALARM" for alarm in alarms)
+
+    def _ssh_answers(self, instance_id: str, now: datetime) -> bool:
+        """The canary's latest Trainguard/SSHResponsive for the instance, read and judged (no data: not answering)."""
+        response = self.clients.cloudwatch.get_metric_statistics(
+            Namespace="Trainguard",
+            MetricName="SSHResponsive",
+            Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+            StartTime=now - SSH_LOOKBACK,
+            EndTime=now,
+            Period=SSH_PERIOD_S,
+            Statistics=["Maximum"],
+        )
+        samples = [(point["Timestamp"], float(point["Maximum"])) for point in response.get("Datapoints", [])]
+        return ssh_answers(samples, now)
 
     def _record(self, instance_id: str, history: tuple[Entry, ...]) -> str:
         value = encode_history(history)
@@ -292,6 +437,15 @@ class Remediator:
         steps.append(step)
         self.on_step(step)
         return step.ok
+
+
+def _claimed_at(value: str) -> int | None:
+    """The claim's time (epoch seconds, by the claimant's clock), or None if unreadable (not one of ours)."""
+    try:
+        at = json.loads(value)["at"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return at if isinstance(at, int) else None
 
 
 def _stamp(moment: datetime) -> str:

@@ -1,7 +1,8 @@
 """`python -m healthcheck reboot i-...`: the auto-reboot function's decision and sequence, from a laptop.
 
-The managed-tag, running-state, boot-grace and duplicate rules apply as they do
-in the Lambda; --force lifts the reboot budget only.
+The managed-tag, running-state, boot-grace, duplicate and claim rules apply as
+they do in the Lambda; --force lifts the reboot budget only. Unlike the Lambda,
+it does not schedule a look again.
 """
 
 from __future__ import annotations

@@ -5,17 +5,25 @@
 - the classic alarm message wrapped by SNS: Records[].Sns.Message (JSON) with
   NewStateValue and Trigger.Dimensions;
 - EventBridge's "EC2 Instance State-change Notification", which tells the
-  function that an instance it stopped can be started again.
+  function that an instance it stopped can be started again;
+- trainguard's own look again (RELOOK_SOURCE), which EventBridge Scheduler
+  delivers when a grace period ends, carrying the original alarm.
 
 Anything else is reported as a problem, never raised: CloudWatch and Lambda
 retry a function that raises, and a junk event would be retried for nothing.
+An instance id must look like one (i- and 8 or 17 hex digits), so no later
+call is made with a number, a null or a name that is not an id.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from healthcheck.probe.ec2 import INSTANCE_ID
+
+RELOOK_SOURCE = "trainguard.relook"
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,22 @@ class AlarmEvent:
     instance_id: str
     changed_at: str
     reason: str
+    look_at: str = ""  # set on a look again: when it was scheduled for
+    schedule: str = ""  # the one-time schedule that delivered the look
+
+    @property
+    def is_relook(self) -> bool:
+        return bool(self.look_at)
+
+
+def relook_payload(event: AlarmEvent, look_at: str, schedule: str) -> dict[str, Any]:
+    """What the one-time schedule sends the function: the original alarm, and when and by what it looks."""
+    alarm = {key: value for key, value in asdict(event).items() if key not in ("look_at", "schedule")}
+    return {"source": RELOOK_SOURCE, "alarm": alarm, "look_at": look_at, "schedule": schedule}
+
+
+class EventError(ValueError):
+    """A value in the event is not what the function needs."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +68,32 @@ def parse(event: Any) -> tuple[list[Event], list[str]]:
     """The events in a Lambda payload, and what could not be understood."""
     if not isinstance(event, dict):
         return [], [f"payload is {type(event).__name__}, not an object"]
+    if event.get("source") == RELOOK_SOURCE:
+        return _from_relook(event)
     if "alarmData" in event:
         return _from_lambda_action(event)
     if "Records" in event:
         return _from_sns_records(event["Records"])
     if event.get("detail-type") == "EC2 Instance State-change Notification":
         return _from_state_change(event)
-    return [], [f"unknown event with keys {sorted(event)[:8]}"]
+    return [], [f"unknown event with keys {sorted(map(str, event))[:8]}"]
+
+
+def instance_id(value: Any) -> str:
+    """The value if it is an instance id; an EventError naming it otherwise."""
+    if not isinstance(value, str) or not INSTANCE_ID.match(value):
+        raise EventError(f"InstanceId {_short(value)} is not an instance id (i- and 8 or 17 hex digits)")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(value: Any) -> str:
+    """A string field: strings as they are; anything else (a number, a null) as JSON would write it."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)[:256]
 
 
 def _from_lambda_action(event: dict[str, Any]) -> tuple[list[Event], list[str]]:
@@ -64,18 +107,20 @@ def _from_lambda_action(event: dict[str, Any]) -> tuple[list[Event], list[str]]:
             if "InstanceId" in metric.get("metricStat", {}).get("metric", {}).get("dimensions", {})
         }
         if len(instance_ids) != 1:
-            return [], [f"alarm {data.get('alarmName')!r} names {len(instance_ids)} instances, expected one"]
+            return [], [f"alarm {_short(data.get('alarmName'))} names {len(instance_ids)} instances, expected one"]
         return [
             AlarmEvent(
-                alarm_name=str(data["alarmName"]),
-                state=str(state["value"]),
-                instance_id=instance_ids.pop(),
-                changed_at=str(state.get("timestamp") or event.get("time", "")),
-                reason=str(state.get("reason", "")),
+                alarm_name=_text(data["alarmName"]),
+                state=_text(state["value"]),
+                instance_id=instance_id(instance_ids.pop()),
+                changed_at=_text(state.get("timestamp") or event.get("time", "")),
+                reason=_text(state.get("reason", "")),
             )
         ], []
+    except EventError as error:
+        return [], [f"alarm action payload: {error}"]
     except (KeyError, TypeError, AttributeError) as error:
-        return [], [f"malformed alarm action payload: missing {error}"]
+        return [], [f"malformed alarm action payload: missing or wrong {type(error).__name__}: {_short(error)}"]
 
 
 def _from_sns_records(records: Any) -> tuple[list[Event], list[str]]:
@@ -89,16 +134,40 @@ def _from_sns_records(records: Any) -> tuple[list[Event], list[str]]:
             dimensions = {d["name"]: d["value"] for d in message["Trigger"]["Dimensions"]}
             events.append(
                 AlarmEvent(
-                    alarm_name=str(message["AlarmName"]),
-                    state=str(message["NewStateValue"]),
-                    instance_id=str(dimensions["InstanceId"]),
-                    changed_at=str(message.get("StateChangeTime", "")),
-                    reason=str(message.get("NewStateReason", "")),
+                    alarm_name=_text(message["AlarmName"]),
+                    state=_text(message["NewStateValue"]),
+                    instance_id=instance_id(dimensions["InstanceId"]),
+                    changed_at=_text(message.get("StateChangeTime", "")),
+                    reason=_text(message.get("NewStateReason", "")),
                 )
             )
-        except (KeyError, TypeError, ValueError) as error:
-            problems.append(f"record {number}: not a CloudWatch alarm message ({type(error).__name__}: {error})")
+        except RecursionError:
+            # json.loads recurses once per nesting level: "[" * 100000 exhausts the stack.
+            problems.append(f"record {number}: the message nests too deeply to be an alarm message")
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            why = f"{type(error).__name__}: {_short(error)}"
+            problems.append(f"record {number}: not a CloudWatch alarm message ({why})")
     return events, problems
+
+
+def _from_relook(event: dict[str, Any]) -> tuple[list[Event], list[str]]:
+    try:
+        alarm = event["alarm"]
+        return [
+            AlarmEvent(
+                alarm_name=_text(alarm["alarm_name"]),
+                state=_text(alarm["state"]),
+                instance_id=instance_id(alarm["instance_id"]),
+                changed_at=_text(alarm["changed_at"]),
+                reason=_text(alarm.get("reason", "")),
+                look_at=_text(event["look_at"]) or "?",
+                schedule=_text(event.get("schedule", "")),
+            )
+        ], []
+    except EventError as error:
+        return [], [f"look-again payload: {error}"]
+    except (KeyError, TypeError, AttributeError) as error:
+        return [], [f"malformed look-again payload: missing or wrong {type(error).__name__}: {_short(error)}"]
 
 
 def _from_state_change(event: dict[str, Any]) -> tuple[list[Event], list[str]]:
@@ -106,6 +175,8 @@ def _from_state_change(event: dict[str, Any]) -> tuple[list[Event], list[str]]:
         detail = event["detail"]
         if detail["state"] != "stopped":
             return [], []
-        return [StoppedEvent(instance_id=str(detail["instance-id"]), at=str(event.get("time", "")))], []
-    except (KeyError, TypeError) as error:
-        return [], [f"malformed EC2 state-change event: missing {error}"]
+        return [StoppedEvent(instance_id=instance_id(detail["instance-id"]), at=_text(event.get("time", "")))], []
+    except EventError as error:
+        return [], [f"EC2 state-change event: {error}"]
+    except (KeyError, TypeError, AttributeError) as error:
+        return [], [f"malformed EC2 state-change event: missing or wrong {type(error).__name__}: {_short(error)}"]

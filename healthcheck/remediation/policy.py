@@ -1,20 +1,36 @@
 """When to reboot a hung instance, and when not to: a pure decision over facts, history, time and settings.
 
 The history lives on the instance itself, in one tag, so no database is needed:
-`trainguard:remediations` holds up to ten entries `EPOCH:ACTION:FINGERPRINT`,
-newest last, where the fingerprint names the alarm event that caused it.
+`trainguard:remediations` holds entries `EPOCH:ACTION:FINGERPRINT`, newest
+last, where the fingerprint names the alarm event that caused it. EC2 caps a
+tag value at 256 characters (11 entries), so when it is full the entries the
+budget does not count (gave-up and started notes) go first: the last
+MAX_REBOOTS_LIMIT remediations are never forgotten.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 HISTORY_TAG = "trainguard:remediations"
-MAX_HISTORY = 10  # ten entries of ~22 characters fit EC2's 256-character tag values
+# EC2 tag values are at most 256 Unicode characters:
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions
+TAG_VALUE_LIMIT = 256
+# An entry is at most 21 characters (10-digit epoch, action, 8-hex fingerprint) plus a space:
+# 11 always fit, so up to 10 remediations are kept together with the newest entry of any kind.
+MAX_REBOOTS_LIMIT = 10
+AGENT_HEARTBEAT_SUFFIX = "-agent-heartbeat"  # the stack names that alarm trainguard-<instance>-agent-heartbeat
+SSH_FRESH = timedelta(minutes=2)  # a canary sample this recent that answered means SSH is fine
+# EventBridge Scheduler schedule and group names: 1 to 64 of [0-9a-zA-Z-_.]
+# (https://docs.aws.amazon.com/scheduler/latest/APIReference/API_CreateSchedule.html).
+SCHEDULER_NAME = re.compile(r"[0-9a-zA-Z._-]{1,64}")
+# The claims live in SSM Parameter Store under this path; the function's role may write nothing else there.
+CLAIM_PATH = "/trainguard/claims"
 
 
 class RemediationConfigError(ValueError):
@@ -38,6 +54,14 @@ class RemediationSettings:
     max_reboots: int = 3
     reboot_window: timedelta = timedelta(hours=6)
     boot_grace: timedelta = timedelta(seconds=600)
+    relook_group: str | None = None  # EventBridge Scheduler group for the looks after the grace period
+    relook_role_arn: str | None = None  # the role Scheduler invokes the function with
+    function_arn: str | None = None  # the function itself: set by the Lambda from its context
+
+    @property
+    def relooks(self) -> bool:
+        """Whether the function can arrange to look again (the CLI cannot: it has no function to invoke)."""
+        return bool(self.relook_group and self.relook_role_arn and self.function_arn)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> RemediationSettings:
@@ -51,13 +75,26 @@ class RemediationSettings:
                 raise RemediationConfigError(f"{name}={text!r}: expected a whole number >= {low}")
             return int(text)
 
+        max_reboots = number("TRAINGUARD_MAX_REBOOTS", 3, 0)
+        if max_reboots > MAX_REBOOTS_LIMIT:
+            raise RemediationConfigError(
+                f"TRAINGUARD_MAX_REBOOTS={max_reboots}: at most {MAX_REBOOTS_LIMIT}, "
+                "all the history tag can count (EC2 tag values hold 256 characters)"
+            )
+        group = environ.get("TRAINGUARD_RELOOK_GROUP") or None
+        if group is not None and not SCHEDULER_NAME.fullmatch(group):
+            raise RemediationConfigError(
+                f"TRAINGUARD_RELOOK_GROUP={group!r}: expected 1 to 64 letters, digits, '-', '_' or '.'"
+            )
         return cls(
             topic_arn=environ.get("TRAINGUARD_TOPIC_ARN") or None,
             bucket=environ.get("TRAINGUARD_BUCKET") or None,
             managed_tag=managed_tag(environ),
-            max_reboots=number("TRAINGUARD_MAX_REBOOTS", 3, 0),
+            max_reboots=max_reboots,
             reboot_window=timedelta(hours=number("TRAINGUARD_REBOOT_WINDOW_HOURS", 6, 1)),
             boot_grace=timedelta(seconds=number("TRAINGUARD_BOOT_GRACE_SECONDS", 600, 0)),
+            relook_group=group,
+            relook_role_arn=environ.get("TRAINGUARD_RELOOK_ROLE_ARN") or None,
         )
 
 
@@ -93,13 +130,23 @@ def decode_history(tag_value: str | None) -> tuple[Entry, ...]:
     return tuple(entries)
 
 
+REMEDIATIONS = (Action.REBOOT, Action.STOP_START)
+
+
 def encode_history(entries: tuple[Entry, ...]) -> str:
-    return " ".join(entry.encode() for entry in entries[-MAX_HISTORY:])
+    """The tag value: every entry that fits in 256 characters, dropping the least needed first.
 
-
-def fingerprint(alarm_name: str, state_changed_at: str) -> str:
-    """Names one alarm event: a duplicate delivery has the same name and state-change time."""
-    return hashlib.sha256(f"{alarm_name}|{state_changed_at}".encode()).hexdigest()[:8]
+    Least needed: the oldest entry that is not a remediation and not the newest
+    entry (the newest says what just happened: a stop to finish, a restart to
+    wait for); only when none is left, the oldest remediation. Since
+    MAX_REBOOTS_LIMIT remediations and the newest entry always fit, a window's
+    remediations are never forgotten while the budget holds.
+    """
+    kept = list(entries)
+    while len(" ".join(entry.encode() for entry in kept)) > TAG_VALUE_LIMIT:
+        notes = [entry for entry in kept[:-1] if entry.action not in REMEDIATIONS]
+        kept.remove(notes[0] if notes else kept[0])
+    return " ".join(entry.encode() for entry in kept)
 
 
 @dataclass(frozen=True)
@@ -123,8 +170,12 @@ class Verdict(enum.Enum):
 
     SKIP_NOT_MANAGED = "skip: not managed"
     SKIP_NOT_RUNNING = "skip: not running"
-    SKIP_BOOT_GRACE = "skip: inside the boot grace period"
     SKIP_DUPLICATE = "skip: duplicate"
+    SKIP_SSH_ANSWERS = "skip: SSH answers, only the agent is silent"
+    SKIP_BOOT_GRACE = "skip: inside the boot grace period"
+    SKIP_CLAIMED = "skip: another alarm is being handled for this instance"
+    SKIP_GAVE_UP = "skip: already gave up in this window"
+    SKIP_RECOVERED = "skip: the alarm is no longer in ALARM"
     GIVE_UP = "give up: reboot budget exhausted"
     REBOOT = "reboot"
     STOP_START = "escalate to stop/start"
@@ -132,6 +183,11 @@ class Verdict(enum.Enum):
     @property
     def acts(self) -> bool:
         return self in (Verdict.REBOOT, Verdict.STOP_START)
+
+    @property
+    def emails(self) -> bool:
+        """Whether a person hears of it: every action, giving up once, and an agent silent while SSH answers."""
+        return self.acts or self in (Verdict.GIVE_UP, Verdict.SKIP_SSH_ANSWERS)
 
 
 @dataclass(frozen=True)
@@ -148,14 +204,34 @@ class Decision:
         }.get(self.verdict)
 
 
+def is_agent_heartbeat(alarm_name: str) -> bool:
+    return alarm_name.endswith(AGENT_HEARTBEAT_SUFFIX)
+
+
+def ssh_answers(samples: Iterable[tuple[datetime, float]], now: datetime) -> bool:
+    """Whether the canary's latest SSHResponsive sample says SSH answered, within the last two minutes.
+
+    No samples, a latest sample of 0, or a stale one: not answering (so a frozen
+    host is still rebooted when the canary itself is down).
+    """
+    latest = max(samples, key=lambda sample: sample[0], default=None)
+    return latest is not None and latest[1] >= 1 and now - latest[0] <= SSH_FRESH
+
+
 def decide(
     facts: InstanceFacts,
     event_fingerprint: str,
     now: datetime,
     settings: RemediationSettings,
     force: bool = False,
+    ssh_answering: bool = False,
 ) -> Decision:
-    """Skip, give up, reboot, or escalate to stop/start; `force` lifts the reboot budget only."""
+    """Skip, give up, reboot, or escalate to stop/start; `force` lifts the reboot budget only.
+
+    `ssh_answering`: for an agent-heartbeat alarm, whether the canary saw SSH
+    answer in the last two minutes (see ssh_answers); agent silence alone then
+    does not reboot.
+    """
     key, value = settings.managed_tag
     if facts.tags.get(key) != value:
         return Decision(Verdict.SKIP_NOT_MANAGED, f"{facts.instance_id} lacks the tag {key}={value}")
@@ -167,7 +243,7 @@ def decide(
     history = facts.history
     if any(entry.fingerprint == event_fingerprint for entry in history):
         return Decision(Verdict.SKIP_DUPLICATE, "this alarm event was already handled")
-    acted = [entry for entry in history if entry.action in (Action.REBOOT, Action.STOP_START, Action.STARTED)]
+    acted = [entry for entry in history if entry.action in (*REMEDIATIONS, Action.STARTED)]
     last_boot = max([facts.launch_time, *(entry.at for entry in acted)])
     if now - last_boot < settings.boot_grace:
         since = int((now - last_boot).total_seconds())
@@ -175,11 +251,22 @@ def decide(
             Verdict.SKIP_BOOT_GRACE,
             f"booted or remediated {since}s ago, inside the {int(settings.boot_grace.total_seconds())}s grace period",
         )
-    recent = [
-        entry for entry in acted if entry.action is not Action.STARTED and now - entry.at < settings.reboot_window
-    ]
+    # After the grace check: a booting host's agent is silent for a while, and that is no news.
+    if ssh_answering:
+        return Decision(
+            Verdict.SKIP_SSH_ANSWERS,
+            f"the CloudWatch agent is silent, but the SSH canary saw {facts.instance_id} answer within the last "
+            f"{int(SSH_FRESH.total_seconds() // 60)} minutes: the agent needs a look, not the host a reboot",
+        )
+    recent = [entry for entry in acted if entry.action in REMEDIATIONS and now - entry.at < settings.reboot_window]
     window_hours = int(settings.reboot_window.total_seconds() // 3600)
     if len(recent) >= settings.max_reboots and not force:
+        newest = recent[-1].at if recent else None
+        if any(e.action is Action.GAVE_UP and (newest is None or e.at >= newest) for e in history):
+            return Decision(
+                Verdict.SKIP_GAVE_UP,
+                f"trainguard already gave up on {facts.instance_id} in this window and emailed a person",
+            )
         return Decision(
             Verdict.GIVE_UP,
             f"{len(recent)} remediations in the last {window_hours}h (budget {settings.max_reboots}): "
@@ -195,3 +282,76 @@ def decide(
     if recent:
         reason += "; still failing after a reboot, but stop/start would lose its instance-store data"
     return Decision(Verdict.REBOOT, reason)
+
+
+def should_start(facts: InstanceFacts, settings: RemediationSettings) -> bool:
+    """Start a stopped instance only if it is managed and trainguard's own last act was to stop it.
+
+    The managed tag comes first: on an unmanaged instance the history tag may be
+    anything (copied, forged), and trainguard never touches such an instance.
+    """
+    key, value = settings.managed_tag
+    history = facts.history
+    return (
+        facts.tags.get(key) == value
+        and facts.state == "stopped"
+        and bool(history)
+        and history[-1].action is Action.STOP_START
+    )
+
+
+def relook_at(
+    facts: InstanceFacts, decision: Decision, now: datetime, settings: RemediationSettings
+) -> datetime | None:
+    """When to look at the instance again, because CloudWatch invokes nothing while an alarm stays in ALARM.
+
+    After a boot-grace skip: when the grace period ends. After a remediation:
+    one grace period later. Otherwise (gave up, skipped for good) never, so a
+    person is emailed once, not on every look.
+    """
+    if decision.verdict.acts:
+        return now + settings.boot_grace + RELOOK_MARGIN
+    if decision.verdict is Verdict.SKIP_BOOT_GRACE:
+        acted = [entry.at for entry in facts.history if entry.action in (*REMEDIATIONS, Action.STARTED)]
+        return max([facts.launch_time, *acted]) + settings.boot_grace + RELOOK_MARGIN
+    return None
+
+
+# A minute past the grace period: the next look must find the grace over, and Scheduler's at() has minute precision.
+RELOOK_MARGIN = timedelta(minutes=1)
+
+
+def schedule_name(instance_id: str, alarm_name: str, at: datetime) -> str:
+    """A Scheduler name unique per instance, alarm and time, so a duplicate request makes no second look."""
+    name = f"trainguard-{instance_id}-{_digest(alarm_name)}-{int(at.timestamp())}"
+    if not SCHEDULER_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid EventBridge Scheduler name")
+    return name
+
+
+def at_expression(at: datetime) -> str:
+    """Scheduler's one-time expression, at(yyyy-mm-ddThh:mm:ss), in UTC (the schedule's time zone)."""
+    return f"at({at.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')})"
+
+
+def claim_name(instance_id: str, history: tuple[Entry, ...], stale: tuple[str, ...] = ()) -> str:
+    """The SSM parameter that claims the next remediation of this instance.
+
+    Named by the instance and its history as read, not by the alarm: every
+    alarm that read the same history races for the same name, and PutParameter
+    without Overwrite lets exactly one create it. Once the winner records its
+    entry, the history (and so the name) moves on. `stale`: claims found
+    abandoned (their holder never recorded), each extends the name so the race
+    starts over among those who saw the same.
+    """
+    generation = str(int(history[-1].at.timestamp())) if history else "0"
+    return "/".join((CLAIM_PATH, instance_id, ".".join((generation, *stale))))
+
+
+def fingerprint(alarm_name: str, state_changed_at: str) -> str:
+    """Names one alarm event: a duplicate delivery has the same name and state-change time."""
+    return _digest(f"{alarm_name}|{state_changed_at}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

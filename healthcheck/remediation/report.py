@@ -48,6 +48,7 @@ def subject(outcome: Outcome) -> str:
         Verdict.REBOOT: "rebooted",
         Verdict.STOP_START: "stopping and starting",
         Verdict.GIVE_UP: "NOT rebooting (budget spent)",
+        Verdict.SKIP_SSH_ANSWERS: "NOT rebooting (agent silent, SSH answers)",
     }.get(outcome.decision.verdict, outcome.decision.verdict.value)
     return f"trainguard: {verb} {outcome.instance_id} after {outcome.event.alarm_name}"[:MAX_SUBJECT]
 
@@ -65,7 +66,17 @@ def body(outcome: Outcome) -> str:
     if not outcome.steps:
         lines.append("  - nothing to the instance.")
     if outcome.decision.verdict is Verdict.GIVE_UP:
-        lines += ["", "A person is needed: trainguard will not reboot this instance again in this window."]
+        lines += [
+            "",
+            "A person is needed: trainguard will not reboot this instance again in this window,",
+            "and will not email again about it in this window.",
+        ]
+    if outcome.decision.verdict is Verdict.SKIP_SSH_ANSWERS:
+        lines += [
+            "",
+            "The host answers SSH, so trainguard leaves it running. Look at the agent:",
+            f"  ssh {iid} sudo systemctl status amazon-cloudwatch-agent",
+        ]
     lines += ["", f"Last {CONSOLE_LINES} lines of the console:"]
     lines += [f"  | {line}" for line in outcome.console_tail] or ["  (not captured)"]
     lines += [

@@ -5,6 +5,9 @@ starts with the stack's instance-alarm prefix (so the function's 20 KB resource
 policy does not grow with the fleet); EC2's
 "stopped" events reach it through EventBridge, so an instance it stopped for a
 stop/start is started again without waiting inside the 60-second function.
+CloudWatch invokes nothing while an alarm stays in ALARM, so the function
+schedules its own look again (one-time EventBridge Scheduler schedules in its
+own group, run with a role that may only invoke it).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pulumi_aws as aws
 
 from infra.components.packaged_function import PackagedFunction
 from infra.lambda_package import AUTO_REBOOT_HANDLER
-from infra.policies import MANAGED_TAG_KEY, auto_reboot
+from infra.policies import MANAGED_TAG_KEY, auto_reboot, relook_invoker, relook_trust
 
 TIMEOUT_S = 60
 MEMORY_MB = 256
@@ -45,6 +48,17 @@ class AutoReboot(pulumi.ComponentResource):
         super().__init__("trainguard:remediation:AutoReboot", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
+        relooks = aws.scheduler.ScheduleGroup(f"{name}-relooks", opts=child)
+        relook_role = aws.iam.Role(
+            f"{name}-relook-role",
+            description="trainguard: EventBridge Scheduler invokes the auto-reboot function for a look again",
+            assume_role_policy=relooks.name.apply(
+                lambda group: json.dumps(
+                    relook_trust(partition=partition, region=region, account_id=account_id, relook_group=group)
+                )
+            ),
+            opts=child,
+        )
         function = PackagedFunction(
             name,
             handler=AUTO_REBOOT_HANDLER,
@@ -52,7 +66,9 @@ class AutoReboot(pulumi.ComponentResource):
             timeout_s=TIMEOUT_S,
             memory_mb=MEMORY_MB,
             log_retention_days=LOG_RETENTION_DAYS,
-            policy=lambda log_group_arn: pulumi.Output.all(bucket_arn, topic_arn, topic_key_arn, log_group_arn).apply(
+            policy=lambda log_group_arn: pulumi.Output.all(
+                bucket_arn, topic_arn, topic_key_arn, log_group_arn, relooks.name, relook_role.arn
+            ).apply(
                 lambda arns: json.dumps(
                     auto_reboot(
                         partition=partition,
@@ -62,6 +78,8 @@ class AutoReboot(pulumi.ComponentResource):
                         topic_arn=arns[1],
                         key_arn=arns[2],
                         log_group_arn=arns[3],
+                        relook_group=arns[4],
+                        relook_role_arn=arns[5],
                     )
                 )
             ),
@@ -72,9 +90,17 @@ class AutoReboot(pulumi.ComponentResource):
                 "TRAINGUARD_MAX_REBOOTS": "3",
                 "TRAINGUARD_REBOOT_WINDOW_HOURS": "6",
                 "TRAINGUARD_BOOT_GRACE_SECONDS": "600",
+                "TRAINGUARD_RELOOK_GROUP": relooks.name,
+                "TRAINGUARD_RELOOK_ROLE_ARN": relook_role.arn,
             },
             opts=child,
         ).function
+        aws.iam.RolePolicy(
+            f"{name}-relook-invoke",
+            role=relook_role.id,
+            policy=function.arn.apply(lambda arn: json.dumps(relook_invoker(arn))),
+            opts=child,
+        )
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-invoke-config",
             function_name=function.name,
@@ -118,4 +144,4 @@ class AutoReboot(pulumi.ComponentResource):
         )
 
         self.function_arn = function.arn
-        self.register_outputs({"function_arn": function.arn})
+        self.register_outputs({"function_arn": function.arn, "relook_group": relooks.name})

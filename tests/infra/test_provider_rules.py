@@ -77,6 +77,8 @@ def test_every_iam_document_is_valid_json_and_least_privilege(deploy) -> None:
         "trainguard-node-0-guard.policy",
         "trainguard-auto-reboot-role.assumeRolePolicy",
         "trainguard-auto-reboot-role-policy.policy",
+        "trainguard-auto-reboot-relook-role.assumeRolePolicy",
+        "trainguard-auto-reboot-relook-invoke.policy",
         "trainguard-canary-role.assumeRolePolicy",
         "trainguard-canary-role-policy.policy",
     }

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from healthcheck.remediation.policy import (
     HISTORY_TAG,
+    MAX_REBOOTS_LIMIT,
     Action,
     Entry,
     InstanceFacts,
     RemediationConfigError,
     RemediationSettings,
     Verdict,
+    at_expression,
+    claim_name,
     decide,
     decode_history,
     encode_history,
+    relook_at,
+    schedule_name,
+    should_start,
+    ssh_answers,
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -74,15 +82,134 @@ def test_force_lifts_the_budget_and_nothing_else() -> None:
     )
 
 
-def test_history_round_trips_and_keeps_the_newest_ten_within_a_tag_value() -> None:
+def test_history_round_trips_and_keeps_the_newest_eleven_remediations_within_a_tag_value() -> None:
     entries = tuple(entry(timedelta(hours=h), fingerprint=f"{h:08x}") for h in range(20, 0, -1))
 
     encoded = encode_history(entries)
 
     assert len(encoded) <= 256
-    assert decode_history(encoded) == entries[-10:]
+    assert decode_history(encoded) == entries[-11:]
     assert decode_history("junk 12:X:zz 1764417600:R:abc") == (
         Entry(datetime.fromtimestamp(1764417600, UTC), Action.REBOOT, "abc"),
+    )
+
+
+def test_history_never_forgets_a_remediation_for_notes_however_many() -> None:
+    """Item 12: gave-up and started notes used to push the window's remediations out of the ten slots."""
+    remediations = tuple(entry(timedelta(minutes=m), Action.REBOOT, f"{m:08x}") for m in (300, 200, 100))
+    notes = tuple(entry(timedelta(minutes=m), Action.GAVE_UP, f"{m:08x}") for m in range(99, 0, -1))
+    newest = entry(timedelta(0), Action.STARTED, "ffffffff")
+
+    kept = decode_history(encode_history((*remediations, *notes, newest)))
+
+    assert [e for e in kept if e.action is Action.REBOOT] == list(remediations)
+    assert kept[-1] == newest
+    assert len(encode_history((*remediations, *notes, newest))) <= 256
+    spent = facts(*kept)
+    later = NOW + timedelta(minutes=11)
+    assert decide(spent, "cafecafe", later, RemediationSettings(max_reboots=3)).verdict is Verdict.SKIP_GAVE_UP
+
+
+@pytest.mark.parametrize("max_reboots", range(MAX_REBOOTS_LIMIT + 1))
+def test_the_tag_always_holds_the_whole_budget(max_reboots: int) -> None:
+    """Whatever MAX_REBOOTS allows, a full window of remediations plus any notes fits in the tag."""
+    remediations = [entry(timedelta(minutes=11 * (20 - n)), Action.STOP_START, f"{n:08x}") for n in range(max_reboots)]
+    mixed = [*remediations, *(entry(timedelta(seconds=n), Action.GAVE_UP, "0") for n in range(30, 0, -1))]
+
+    kept = decode_history(encode_history(tuple(mixed)))
+
+    assert [e for e in kept if e.action is Action.STOP_START] == remediations
+
+
+def test_a_budget_the_tag_cannot_hold_is_refused() -> None:
+    with pytest.raises(RemediationConfigError, match="TRAINGUARD_MAX_REBOOTS=11: at most 10"):
+        RemediationSettings.from_environment({"TRAINGUARD_MAX_REBOOTS": "11"})
+
+
+def test_giving_up_emails_once_per_window() -> None:
+    spent = [entry(timedelta(hours=h)) for h in (3, 2, 1)]
+
+    assert decide(facts(*spent), "cafecafe", NOW, SETTINGS).verdict is Verdict.GIVE_UP
+    gave_up = facts(*spent, entry(timedelta(minutes=30), Action.GAVE_UP))
+    assert decide(gave_up, "cafecafe", NOW, SETTINGS).verdict is Verdict.SKIP_GAVE_UP
+    assert not Verdict.SKIP_GAVE_UP.emails
+    assert decide(gave_up, "cafecafe", NOW + timedelta(hours=6), SETTINGS).verdict is Verdict.REBOOT
+
+
+@pytest.mark.parametrize(
+    ("tags", "state", "history", "start"),
+    [
+        (MANAGED, "stopped", "1764417600:S:abcdef01", True),
+        (MANAGED, "stopped", "1764417600:R:abcdef01", False),  # trainguard did not stop it
+        (MANAGED, "running", "1764417600:S:abcdef01", False),
+        ({}, "stopped", "1764417600:S:abcdef01", False),  # a forged or copied history on an unmanaged instance
+        ({"trainguard:managed": "false"}, "stopped", "1764417600:S:abcdef01", False),
+        ({"Name": "trainguard:managed=true"}, "stopped", "1764417600:S:abcdef01", False),
+    ],
+)
+def test_only_a_managed_instance_trainguard_stopped_is_started(
+    tags: dict[str, str], state: str, history: str, start: bool
+) -> None:
+    instance = InstanceFacts("i-0123456789abcdef0", state, NOW, {**tags, HISTORY_TAG: history})
+
+    assert should_start(instance, SETTINGS) is start
+
+
+@pytest.mark.parametrize(
+    ("samples", "answering"),
+    [
+        ([], False),  # no canary data: go ahead
+        ([(NOW - timedelta(seconds=30), 1.0)], True),
+        ([(NOW - timedelta(seconds=120), 1.0)], True),
+        ([(NOW - timedelta(seconds=121), 1.0)], False),  # stale
+        ([(NOW - timedelta(seconds=60), 1.0), (NOW - timedelta(seconds=10), 0.0)], False),  # latest says no
+        ([(NOW - timedelta(seconds=10), 1.0), (NOW - timedelta(seconds=60), 0.0)], True),  # order does not matter
+    ],
+)
+def test_ssh_answers_reads_the_latest_sample_within_two_minutes(
+    samples: list[tuple[datetime, float]], answering: bool
+) -> None:
+    assert ssh_answers(samples, NOW) is answering
+
+
+def test_agent_silence_while_ssh_answers_is_not_a_reboot_but_is_emailed() -> None:
+    decision = decide(facts(), "cafecafe", NOW, SETTINGS, ssh_answering=True)
+
+    assert decision.verdict is Verdict.SKIP_SSH_ANSWERS
+    assert decision.verdict.emails and not decision.verdict.acts
+    assert decide(facts(tags={}), "cafecafe", NOW, SETTINGS, ssh_answering=True).verdict is Verdict.SKIP_NOT_MANAGED
+    booting = facts(launched_ago=timedelta(minutes=3))
+    assert decide(booting, "cafecafe", NOW, SETTINGS, ssh_answering=True).verdict is Verdict.SKIP_BOOT_GRACE
+
+
+def test_looks_again_when_the_grace_period_ends_after_a_skip_or_a_remediation_and_never_after_giving_up() -> None:
+    settings = RemediationSettings(boot_grace=timedelta(minutes=10))
+    booting = facts(launched_ago=timedelta(minutes=3))
+    one_minute = timedelta(minutes=1)
+
+    assert relook_at(booting, decide(booting, "c", NOW, settings), NOW, settings) == NOW + timedelta(minutes=8)
+    rebooted = decide(facts(), "c", NOW, settings)
+    assert relook_at(facts(), rebooted, NOW, settings) == NOW + timedelta(minutes=10) + one_minute
+    spent = facts(*(entry(timedelta(hours=h)) for h in (1, 2, 3)))
+    assert relook_at(spent, decide(spent, "c", NOW, settings), NOW, settings) is None
+
+
+def test_schedule_names_fit_schedulers_rules_for_the_longest_ids_and_any_alarm_name() -> None:
+    name = schedule_name("i-0123456789abcdef0", "trainguard-i-0123456789abcdef0-ssh-unresponsive\n☃" * 9, NOW)
+
+    assert re.fullmatch(r"[0-9a-zA-Z._-]{1,64}", name)
+    assert name != schedule_name("i-0123456789abcdef0", "another alarm", NOW)
+    assert at_expression(NOW) == "at(2026-11-29T12:00:00)"
+
+
+def test_claims_are_named_by_instance_and_history_not_by_alarm() -> None:
+    first = claim_name("i-0123456789abcdef0", ())
+    after = claim_name("i-0123456789abcdef0", (entry(timedelta(hours=1)),))
+
+    assert first == "/trainguard/claims/i-0123456789abcdef0/0"
+    assert after != first and after.startswith("/trainguard/claims/i-0123456789abcdef0/")
+    assert (
+        claim_name("i-0123456789abcdef0", (), ("1764417600",)) == "/trainguard/claims/i-0123456789abcdef0/0.1764417600"
     )
 
 
