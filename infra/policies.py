@@ -58,15 +58,7 @@ def guard_notifier(topic_arn: str, key_arn: str) -> Document:
 
     The topic is encrypted with its own KMS key, so publishing needs the key too.
     """
-    return document(
-        {"Sid": "TellAPerson", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
-        {
-            "Sid": "UseTheTopicKey",
-            "Effect": "Allow",
-            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
-            "Resource": key_arn,
-        },
-    )
+    return document(*_tell_a_person(topic_arn, key_arn))
 
 
 def tls_only_bucket(bucket_arn: str) -> Document:
@@ -249,13 +241,7 @@ def auto_reboot(
             "Action": "s3:PutObject",
             "Resource": f"{bucket_arn}/postmortem/*",
         },
-        {"Sid": "TellAPerson", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
-        {
-            "Sid": "UseTheTopicKey",
-            "Effect": "Allow",
-            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
-            "Resource": key_arn,
-        },
+        *_tell_a_person(topic_arn, key_arn),
         {
             # A parameter ARN drops the name's leading slash: parameter/trainguard/claims/...
             "Sid": "ClaimInstances",
@@ -354,6 +340,19 @@ def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: s
         },
         _own_logs(log_group_arn),
     )
+
+
+def _tell_a_person(topic_arn: str, key_arn: str) -> list[dict[str, Any]]:
+    """Publish to the alert topic, which is encrypted with its own KMS key: publishing needs the key too."""
+    return [
+        {"Sid": "TellAPerson", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
+        {
+            "Sid": "UseTheTopicKey",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": key_arn,
+        },
+    ]
 
 
 def _own_logs(log_group_arn: str) -> dict[str, Any]:

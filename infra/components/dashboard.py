@@ -15,6 +15,7 @@ from infra.agent_config import GPU_DIMENSIONS, NAMESPACE
 
 WIDGET_WIDTH = 4  # six graphs fill the dashboard's 24-column row
 
+
 def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
     """A row of six graphs per instance (pure)."""
     widgets: list[dict[str, Any]] = []
