@@ -15,6 +15,7 @@ from typing import TextIO
 from healthcheck import __version__
 from healthcheck.errors import UsageError
 from healthcheck.probe import command as probe_command
+from healthcheck.pull import command as pull_command
 from healthcheck.remediation import command as reboot_command
 from healthcheck.status import Status
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     probe_command.add_parser(commands)
     reboot_command.add_parser(commands)
+    pull_command.add_parser(commands)
     return parser
 
 
