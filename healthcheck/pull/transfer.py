@@ -119,27 +119,26 @@ class Fetcher:
         Closing the iterator early (Ctrl-C in the caller) or an interrupt while
         waiting cancels what is in flight and removes its `.part` files.
         """
-        manager = TransferManager(self._client, TransferConfig(max_request_concurrency=self._parallel))
         jobs = ThreadPoolExecutor(max_workers=self._parallel, thread_name_prefix="pull")
-        completed = False
         try:
-            pending: set[Future[Fetched]] = {jobs.submit(self._fetch_one, manager, item) for item in downloads}
-            while pending:
-                done, pending = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
-                if not done:
-                    yield None
-                for future in done:
-                    yield future.result()
-            completed = True
+            # Leaving the manager's context on an exception cancels what is in flight (its shutdown(cancel=True)
+            # passes its arguments in the wrong order in s3transfer 0.19, and fails).
+            with TransferManager(self._client, TransferConfig(max_request_concurrency=self._parallel)) as manager:
+                try:
+                    pending = {jobs.submit(self._fetch_one, manager, item) for item in downloads}
+                    while pending:
+                        done, pending = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
+                        if not done:
+                            yield None
+                        for future in done:
+                            yield future.result()
+                except BaseException:
+                    # Jobs not started are dropped; each job in flight removes its own .part file.
+                    self._stopping.set()
+                    jobs.shutdown(wait=False, cancel_futures=True)
+                    raise
         finally:
-            if not completed:
-                # Jobs not started are dropped; the manager cancels what is in flight, and each job then
-                # removes its own .part file.
-                self._stopping.set()
-                jobs.shutdown(wait=False, cancel_futures=True)
-                manager.shutdown(cancel=True)
             jobs.shutdown(wait=True)
-            manager.shutdown()
 
     def _fetch_one(self, manager: TransferManager, download: Download) -> Fetched:
         remote = download.remote
