@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from healthcheck.errors import UsageError
 from healthcheck.pull.plan import Download
 from healthcheck.pull.source import no_credentials_error
 
@@ -38,8 +39,12 @@ _TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown",
 
 def make_client(parallel: int) -> S3Client:
     """An S3 client with bounded calls and a connection for every concurrent request; no credentials is bad input."""
-    session = boto3.Session()
-    if session.get_credentials() is None:
+    try:
+        session = boto3.Session()
+        credentials = session.get_credentials()
+    except BotoCoreError as error:  # a profile that does not exist, a broken config file
+        raise UsageError(f"AWS configuration: {error}") from None
+    if credentials is None:
         raise no_credentials_error()
     # Every request is bounded; botocore retries throttling and 5xx itself, tenacity what is left. Listing
     # may run beside the downloads, hence one more connection than the transfers use.

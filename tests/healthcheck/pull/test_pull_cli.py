@@ -19,6 +19,7 @@ RESULTS = {
     f"{INSTANCE_A}/metrics.csv": b"epoch,loss\n1,0.5\n",
     f"{INSTANCE_A}/checkpoints/epoch-1.pt": os.urandom(300_000),
     f"{INSTANCE_B}/log.txt": b"hello\n",
+    f"{INSTANCE_B}/done.flag": b"",
 }
 NOT_RESULTS = {
     "trainguard/bundle-1.tar.gz": b"the stack's bundle",
@@ -40,7 +41,7 @@ def test_first_pull_mirrors_every_instance_and_nothing_else(s3: S3, tmp_path: Pa
 
     assert pulled.returncode == 0, pulled.stderr
     assert local_files(dest) == RESULTS
-    assert "3 new, 0 updated, 0 unchanged" in pulled.stdout
+    assert "4 new, 0 updated, 0 unchanged" in pulled.stdout
     assert not list(dest.rglob("*.part"))
     # The local copy carries the object's time, so `ls -lt` shows when the instance produced it.
     modified = s3.client.head_object(Bucket=BUCKET, Key=f"{INSTANCE_B}/log.txt")["LastModified"].timestamp()
@@ -56,7 +57,7 @@ def test_second_pull_downloads_nothing(s3: S3, tmp_path: Path) -> None:
     again = run_pull("--bucket", BUCKET, str(dest))
 
     assert again.returncode == 0, again.stderr
-    assert again.stdout.splitlines()[-1].startswith("0 new, 0 updated, 3 unchanged, 0 B")
+    assert again.stdout.splitlines()[-1].startswith("0 new, 0 updated, 4 unchanged, 0 B")
     # Nothing was rewritten: a download would rename a new file (a new inode) into place.
     assert (dest / INSTANCE_A / "metrics.csv").stat().st_ino == inode
 
@@ -72,7 +73,7 @@ def test_a_changed_file_of_the_same_size_is_fetched_although_the_local_copy_is_n
     again = run_pull("--bucket", BUCKET, str(dest))
 
     assert again.returncode == 0, again.stderr
-    assert "0 new, 1 updated, 2 unchanged" in again.stdout
+    assert "0 new, 1 updated, 3 unchanged" in again.stdout
     assert local.read_bytes() == b"epoch,loss\n1,0.4\n"
 
 
@@ -87,7 +88,7 @@ def test_a_deleted_local_copy_is_fetched_again_and_nothing_local_is_deleted(s3: 
     again = run_pull("--bucket", BUCKET, str(dest))
 
     assert again.returncode == 0, again.stderr
-    assert "1 new, 0 updated, 1 unchanged" in again.stdout
+    assert "1 new, 0 updated, 2 unchanged" in again.stdout
     assert (dest / INSTANCE_B / "log.txt").read_bytes() == RESULTS[f"{INSTANCE_B}/log.txt"]
     assert (dest / INSTANCE_A / "my-notes.txt").read_text() == "mine"
     assert (dest / INSTANCE_A / "metrics.csv").exists()
@@ -147,7 +148,9 @@ def test_instance_limits_the_scope_and_postmortem_adds_its_files(s3: S3, tmp_pat
     pulled_all = run_pull("--bucket", BUCKET, "--postmortem", str(both))
 
     assert pulled_b.returncode == 0, pulled_b.stderr
-    assert local_files(only_b) == {f"{INSTANCE_B}/log.txt": b"hello\n"} | postmortem_b
+    assert (
+        local_files(only_b) == {key: body for key, body in RESULTS.items() if key.startswith(INSTANCE_B)} | postmortem_b
+    )
     assert pulled_all.returncode == 0, pulled_all.stderr
     postmortem_a = {key: body for key, body in NOT_RESULTS.items() if key.startswith("postmortem/")}
     assert local_files(both) == RESULTS | postmortem_a | postmortem_b
@@ -162,8 +165,8 @@ def test_a_file_that_cannot_be_written_fails_alone_and_is_listed(s3: S3, tmp_pat
 
     assert pulled.returncode == 1
     assert f"failed: {INSTANCE_B}/log.txt:" in pulled.stdout
-    assert "2 new, 0 updated, 0 unchanged" in pulled.stdout
-    assert local_files(dest) == {key: body for key, body in RESULTS.items() if not key.startswith(INSTANCE_B)}
+    assert "3 new, 0 updated, 0 unchanged" in pulled.stdout
+    assert local_files(dest) == {key: body for key, body in RESULTS.items() if key != f"{INSTANCE_B}/log.txt"}
 
 
 def test_watch_prints_a_line_for_the_first_round_and_for_a_round_that_changed_something(s3: S3, tmp_path: Path) -> None:
@@ -185,10 +188,10 @@ def test_watch_prints_a_line_for_the_first_round_and_for_a_round_that_changed_so
         watching.kill()
 
     assert watching.returncode == 0, errors
-    assert "3 new, 0 updated, 0 unchanged" in first
+    assert "4 new, 0 updated, 0 unchanged" in first
     # Round 2 brings the new file; round 3 changes nothing and prints nothing.
     assert len(rest.splitlines()) == 1
-    assert "1 new, 0 updated, 3 unchanged" in rest
+    assert "1 new, 0 updated, 4 unchanged" in rest
     assert (dest / INSTANCE_A / "checkpoints" / "epoch-2.pt").read_bytes() == b"next epoch"
 
 
@@ -200,7 +203,7 @@ def test_dry_run_lists_what_would_be_downloaded_and_downloads_nothing(s3: S3, tm
 
     assert planned.returncode == 0, planned.stderr
     assert f"would download (new): {INSTANCE_B}/log.txt" in planned.stdout
-    assert "would pull 3 new, 0 updated" in planned.stdout
+    assert "would pull 4 new, 0 updated" in planned.stdout
     assert local_files(dest) == {}
 
 
@@ -247,6 +250,17 @@ def test_no_credentials_is_one_line_and_exit_3(tmp_path: Path) -> None:
 
     assert pulled.returncode == 3
     assert pulled.stderr.startswith("healthcheck: error: no AWS credentials:")
+    assert len(pulled.stderr.splitlines()) == 1
+
+
+def test_a_profile_that_does_not_exist_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    env = dict(os.environ, AWS_PROFILE="no-such-profile")
+
+    pulled = run_pull("--bucket", BUCKET, str(tmp_path / "results"), env=env)
+
+    assert pulled.returncode == 3
+    assert pulled.stderr.startswith("healthcheck: error: AWS configuration: ")
+    assert "no-such-profile" in pulled.stderr
     assert len(pulled.stderr.splitlines()) == 1
 
 
