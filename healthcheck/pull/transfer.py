@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, Inc
 from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from healthcheck.errors import UsageError
 from healthcheck.pull.plan import Download
@@ -153,7 +153,7 @@ class Fetcher:
             final.parent.mkdir(parents=True, exist_ok=True)
             for attempt in Retrying(
                 stop=stop_after_attempt(ATTEMPTS),
-                wait=wait_exponential_jitter(initial=0.5, max=8),
+                wait=wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.5),
                 retry=retry_if_exception(lambda error: is_transient(error) and not self._stopping.is_set()),
                 sleep=self._pause,
                 reraise=True,

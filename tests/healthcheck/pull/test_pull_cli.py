@@ -138,6 +138,33 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_run_completes(
     assert not list(dest.rglob("*.part"))
 
 
+def test_a_pull_started_under_nohup_survives_a_hangup(s3: S3, tmp_path: Path) -> None:
+    big_key = f"{INSTANCE_A}/checkpoints/big.pt"
+    objects = RESULTS | {big_key: os.urandom(48 * 1024 * 1024)}
+    fill(s3, objects)
+    dest = tmp_path / "results"
+    part = dest / INSTANCE_A / "checkpoints" / ".big.pt.part"
+    pulling = subprocess.Popen(
+        ["nohup", *pull_command("--bucket", BUCKET, "--parallel", "1", str(dest))],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not part.exists() and time.monotonic() < deadline and pulling.poll() is None:
+            time.sleep(0.005)
+        pulling.send_signal(signal.SIGHUP)
+        _, errors = pulling.communicate(timeout=60)
+    finally:
+        pulling.kill()
+
+    assert pulling.returncode == 0, errors
+    assert local_files(dest) == objects
+
+
 def test_instance_limits_the_scope_and_postmortem_adds_its_files(s3: S3, tmp_path: Path) -> None:
     postmortem_b = {f"postmortem/{INSTANCE_B}/2026-11-29T10:05:00Z/decision.json": b"{}"}
     fill(s3, RESULTS | NOT_RESULTS | postmortem_b)
