@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.utils
 import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
 from healthcheck.pull.plan import Change, Download, RemoteObject
-from healthcheck.pull.transfer import ATTEMPTS, Fetcher
+from healthcheck.pull.transfer import ATTEMPTS, Fetcher, parse_timestamp
 
 from .conftest import BUCKET, INSTANCE_A, S3
 
@@ -80,3 +81,8 @@ def test_a_refusal_is_not_retried(s3: S3, tmp_path: Path) -> None:
 
     assert len(seen) == 1
     assert outcomes[0].error is not None and "NoSuchKey" in outcomes[0].error
+
+
+@pytest.mark.parametrize("value", ["2026-11-29T10:49:55.000Z", "2026-11-29T10:49:55Z", "Sun, 29 Nov 2026 10:49:55 GMT"])
+def test_the_fast_timestamp_parser_agrees_with_botocores(value: str) -> None:
+    assert parse_timestamp(value) == botocore.utils.parse_timestamp(value)
