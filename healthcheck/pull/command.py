@@ -94,7 +94,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "--watch",
         type=_number(float, 1, 86400, "--watch"),
         metavar="SECONDS",
-        help="pull again every SECONDS, printing one line per round that changed something, until Ctrl-C",
+        help="pull again every SECONDS, with one line for the first round and each round that changed something, "
+        "until Ctrl-C",
     )
     pull.add_argument(
         "--rounds", type=_number(int, 1, 10**9, "--rounds"), metavar="N", help="with --watch, stop after N rounds"
