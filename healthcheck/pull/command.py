@@ -37,6 +37,7 @@ from healthcheck.pull.source import (
     SourceUnavailable,
     check_instance,
     list_scope,
+    make_client,
     pulumi_stack_bucket,
     resolve_bucket,
 )
@@ -115,8 +116,6 @@ def run_pull(args: argparse.Namespace, out: TextIO) -> int:
     scope = Scope(tuple(check_instance(instance) for instance in args.instance), args.postmortem)
     bucket, _ = resolve_bucket(args.bucket, os.environ, pulumi_stack_bucket)
     destination = Destination(args.dest)
-    from healthcheck.pull.transfer import make_client
-
     client = make_client(args.parallel)
     puller = Puller(client, bucket, scope, destination, args.parallel)
     with destination, _termination_as_interrupt(), _unlisted_as_usage_error():
@@ -147,10 +146,19 @@ class Puller:
         return manifest, plan(remote, manifest, self.destination.local_size)
 
     def pull(self, reporter: Reporter) -> RoundResult:
-        from healthcheck.pull.transfer import Fetcher
-
         started = time.monotonic()
         manifest, todo = self.survey()
+        if not todo.downloads:
+            return RoundResult(
+                new=0,
+                updated=0,
+                unchanged=len(todo.unchanged),
+                bytes=0,
+                seconds=time.monotonic() - started,
+                skipped=len(todo.skipped),
+            )
+        from healthcheck.pull.transfer import Fetcher
+
         entries = dict(manifest)
         counts = {Change.NEW: 0, Change.UPDATED: 0}
         received = 0

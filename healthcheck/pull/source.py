@@ -13,7 +13,8 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
 
 from healthcheck.errors import UsageError
 from healthcheck.probe.ec2 import INSTANCE_ID
@@ -164,5 +165,42 @@ _REFUSALS = frozenset(
 )
 
 
-def no_credentials_error() -> UsageError:
-    return UsageError(_NO_CREDENTIALS)
+def make_client(parallel: int) -> S3Client:
+    """An S3 client with bounded calls and a connection for every concurrent request; no credentials is bad input.
+
+    botocore's own session, not boto3's: importing boto3 also imports
+    s3transfer, which a pull with nothing to download never needs.
+    """
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = botocore.session.Session()
+        # A listing of 1,000 objects spends most of its parsing in dateutil, one LastModified at a time; the
+        # AWS CLI swaps the parser the same way (awscli/customizations/scalarparse.py).
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+        credentials = session.get_credentials()
+    except BotoCoreError as error:  # a profile that does not exist, a broken config file
+        raise UsageError(f"AWS configuration: {error}") from None
+    if credentials is None:
+        raise UsageError(_NO_CREDENTIALS)
+    # Every request is bounded; botocore retries throttling and 5xx itself, tenacity what is left. Listing
+    # may run beside the downloads, hence one more connection than the transfers use.
+    config = Config(
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"max_attempts": 5, "mode": "standard"},
+        max_pool_connections=parallel + 1,
+    )
+    return cast("S3Client", session.create_client("s3", config=config))
+
+
+def parse_timestamp(value: str) -> datetime:
+    """S3's XML timestamps (2026-11-29T10:49:55.000Z) by the standard library; anything else as botocore would."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        import botocore.utils
+
+        return botocore.utils.parse_timestamp(value)

@@ -1,10 +1,10 @@
-"""Downloads through boto3's transfer manager, each into a hidden `.part` file renamed into place when complete.
+"""Downloads through boto3's transfer manager (s3transfer), each into a hidden `.part` file renamed when complete.
 
 So an interrupted pull (Ctrl-C, a lost network, kill -9) never leaves a
 truncated file under a real name; the next pull fetches that file again.
 Transient errors are retried with backoff (tenacity) on top of botocore's own
-retries. boto3, s3transfer and tenacity are imported only by this module,
-which only `pull` imports.
+retries. s3transfer and tenacity are imported only by this module, which a
+pull imports only when there is something to download.
 """
 
 from __future__ import annotations
@@ -14,23 +14,16 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.session
-import botocore.utils
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, IncompleteReadError, ReadTimeoutError
 from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from healthcheck.errors import UsageError
 from healthcheck.pull.plan import Download
-from healthcheck.pull.source import no_credentials_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -38,38 +31,6 @@ if TYPE_CHECKING:
 
 ATTEMPTS = 4
 _TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"})
-
-
-def make_client(parallel: int) -> S3Client:
-    """An S3 client with bounded calls and a connection for every concurrent request; no credentials is bad input."""
-    try:
-        core = botocore.session.Session()
-        # A listing of 1,000 objects spends most of its parsing in dateutil, one LastModified at a time; the
-        # AWS CLI swaps the parser the same way (awscli/customizations/scalarparse.py).
-        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
-        session = boto3.Session(botocore_session=core)
-        credentials = session.get_credentials()
-    except BotoCoreError as error:  # a profile that does not exist, a broken config file
-        raise UsageError(f"AWS configuration: {error}") from None
-    if credentials is None:
-        raise no_credentials_error()
-    # Every request is bounded; botocore retries throttling and 5xx itself, tenacity what is left. Listing
-    # may run beside the downloads, hence one more connection than the transfers use.
-    config = Config(
-        connect_timeout=10,
-        read_timeout=60,
-        retries={"max_attempts": 5, "mode": "standard"},
-        max_pool_connections=parallel + 1,
-    )
-    return session.client("s3", config=config)
-
-
-def parse_timestamp(value: str) -> datetime:
-    """S3's XML timestamps (2026-11-29T10:49:55.000Z) by the standard library; anything else as botocore would."""
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
-        return botocore.utils.parse_timestamp(value)
 
 
 def part_path(final: Path) -> Path:

@@ -12,7 +12,8 @@ from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
 from healthcheck.pull.plan import Change, Download, RemoteObject
-from healthcheck.pull.transfer import ATTEMPTS, Fetcher, parse_timestamp
+from healthcheck.pull.source import parse_timestamp
+from healthcheck.pull.transfer import ATTEMPTS, Fetcher
 
 from .conftest import BUCKET, INSTANCE_A, S3
 
