@@ -22,6 +22,7 @@ lint: $(READY)
 bench: $(READY) system-deps
 	$(PY) benchmarks/probe_fleet.py
 	$(PY) benchmarks/single_probe.py
+	$(PY) benchmarks/pull.py
 
 system-deps:
 	@missing=""; \

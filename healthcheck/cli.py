@@ -20,6 +20,7 @@ from healthcheck import __version__
 from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
 from healthcheck.guard import launch as launch_command
 from healthcheck.probe import command as probe_command
+from healthcheck.pull import command as pull_command
 from healthcheck.remediation import command as reboot_command
 from healthcheck.status import Status
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe_command.add_parser(commands)
     reboot_command.add_parser(commands)
     launch_command.add_parser(commands)
+    pull_command.add_parser(commands)
     return parser
 
 

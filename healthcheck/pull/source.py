@@ -1,0 +1,206 @@
+"""Where a pull reads from: the bucket (option, environment, or the Pulumi stack) and its instance prefixes.
+
+Instance results live under `<instance-id>/`, post-mortems under
+`postmortem/<instance-id>/`; other prefixes (the stack's `trainguard/` bundle)
+are not results and are never listed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from healthcheck.errors import UsageError
+from healthcheck.probe.ec2 import INSTANCE_ID
+from healthcheck.pull.plan import RemoteObject
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
+
+BUCKET_VARIABLE = "TRAINGUARD_BUCKET"
+POSTMORTEM_PREFIX = "postmortem/"
+PULUMI_TIMEOUT = 60.0
+# General purpose bucket names: 3-63 characters, lowercase letters, digits, dots and hyphens, beginning
+# and ending with a letter or digit, no two adjacent dots
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
+BUCKET_NAME = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class SourceUnavailable(Exception):
+    """The bucket could not be listed now (network, throttling): worth another round."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which prefixes a pull mirrors: every instance, or the ones named; post-mortems too when asked."""
+
+    instances: tuple[str, ...] = ()
+    postmortem: bool = False
+
+
+def check_bucket(name: str, origin: str) -> str:
+    if not BUCKET_NAME.match(name):
+        raise UsageError(
+            f"{name!r} (from {origin}) is not an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens"
+        )
+    return name
+
+
+def check_instance(instance_id: str) -> str:
+    if not INSTANCE_ID.match(instance_id):
+        raise UsageError(f"--instance {instance_id!r} is not an instance id: pass one like i-0123456789abcdef0")
+    return instance_id
+
+
+def resolve_bucket(
+    option: str | None, environ: Mapping[str, str], stack_bucket: Callable[[], str | None]
+) -> tuple[str, str]:
+    """The bucket and where it came from: --bucket, else $TRAINGUARD_BUCKET, else the Pulumi stack."""
+    if option:
+        return check_bucket(option, "--bucket"), "--bucket"
+    if environ.get(BUCKET_VARIABLE):
+        return check_bucket(environ[BUCKET_VARIABLE], BUCKET_VARIABLE), BUCKET_VARIABLE
+    from_stack = stack_bucket()
+    if from_stack:
+        return check_bucket(from_stack, "the Pulumi stack"), "the Pulumi stack"
+    raise UsageError(
+        f"no bucket: pass --bucket, set {BUCKET_VARIABLE}, or run in the Pulumi project with its stack selected"
+    )
+
+
+def pulumi_stack_bucket(timeout: float = PULUMI_TIMEOUT) -> str | None:
+    """The stack's `bucket_name` output, when the Pulumi CLI is on PATH and answers in time; else None."""
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        return None
+    try:
+        answered = subprocess.run(
+            [pulumi, "stack", "output", "--json", "--non-interactive"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise UsageError(
+            f"`pulumi stack output` did not answer in {timeout:g} s: pass --bucket or set {BUCKET_VARIABLE}"
+        ) from None
+    if answered.returncode != 0:
+        return None
+    try:
+        bucket = json.loads(answered.stdout).get("bucket_name")
+    except (ValueError, AttributeError):
+        return None
+    return bucket if isinstance(bucket, str) else None
+
+
+def list_scope(client: S3Client, bucket: str, scope: Scope) -> list[RemoteObject]:
+    """Every object under the scope's prefixes, in key order."""
+    prefixes = [f"{instance}/" for instance in scope.instances] or _instance_prefixes(client, bucket, "")
+    if scope.postmortem:
+        prefixes += [f"{POSTMORTEM_PREFIX}{instance}/" for instance in scope.instances] or _instance_prefixes(
+            client, bucket, POSTMORTEM_PREFIX
+        )
+    objects: list[RemoteObject] = []
+    for prefix in prefixes:
+        objects += _list_objects(client, bucket, prefix)
+    return objects
+
+
+def _instance_prefixes(client: S3Client, bucket: str, parent: str) -> list[str]:
+    """The `<instance-id>/` prefixes directly under `parent`."""
+    found: list[str] = []
+    for page in _pages(client, bucket, parent, delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            prefix = common.get("Prefix", "")
+            if INSTANCE_ID.match(prefix[len(parent) :].rstrip("/")):
+                found.append(prefix)
+    return found
+
+
+def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[RemoteObject]:
+    return [
+        RemoteObject(key=item["Key"], size=item["Size"], etag=item["ETag"], modified=item["LastModified"].timestamp())
+        for page in _pages(client, bucket, prefix)
+        for item in page.get("Contents", [])
+    ]
+
+
+def _pages(
+    client: S3Client, bucket: str, prefix: str, delimiter: str | None = None
+) -> list[ListObjectsV2OutputTypeDef]:
+    """Every page of ListObjectsV2, with S3's refusals turned into one line for the user."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        if delimiter:
+            return list(paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter=delimiter))
+        return list(paginator.paginate(Bucket=bucket, Prefix=prefix))
+    except NoCredentialsError:
+        raise UsageError(_NO_CREDENTIALS) from None
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            raise UsageError(f"bucket {bucket!r} does not exist: check --bucket or {BUCKET_VARIABLE}") from None
+        if code in _REFUSALS:
+            raise UsageError(
+                f"S3 refused to list s3://{bucket}/{prefix} ({code}): check your AWS credentials"
+            ) from None
+        raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
+    except BotoCoreError as error:
+        raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
+
+
+_NO_CREDENTIALS = "no AWS credentials: run `aws configure` or `aws sso login`, or set AWS_PROFILE"
+_REFUSALS = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
+)
+
+
+def make_client(parallel: int) -> S3Client:
+    """An S3 client with bounded calls and a connection for every concurrent request; no credentials is bad input.
+
+    botocore's own session, not boto3's: importing boto3 also imports
+    s3transfer, which a pull with nothing to download never needs.
+    """
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = botocore.session.Session()
+        # A listing of 1,000 objects spends most of its parsing in dateutil, one LastModified at a time; the
+        # AWS CLI swaps the parser the same way (awscli/customizations/scalarparse.py).
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+        credentials = session.get_credentials()
+    except BotoCoreError as error:  # a profile that does not exist, a broken config file
+        raise UsageError(f"AWS configuration: {error}") from None
+    if credentials is None:
+        raise UsageError(_NO_CREDENTIALS)
+    # Every request is bounded; botocore retries throttling and 5xx itself, tenacity what is left. Listing
+    # may run beside the downloads, hence one more connection than the transfers use.
+    config = Config(
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"max_attempts": 5, "mode": "standard"},
+        max_pool_connections=parallel + 1,
+    )
+    return cast("S3Client", session.create_client("s3", config=config))
+
+
+def parse_timestamp(value: str) -> datetime:
+    """S3's XML timestamps (2026-11-29T10:49:55.000Z) by the standard library; anything else as botocore would."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        import botocore.utils
+
+        return botocore.utils.parse_timestamp(value)

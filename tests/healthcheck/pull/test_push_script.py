@@ -1,0 +1,202 @@
+"""trainguard-push (infra/userdata/trainguard-push), the instance's half: shellcheck, then the real script with
+AWS CLI v1 from PyPI against moto's server on loopback, and a pull of what it pushed.
+
+The instance metadata service is a fake trainguard-imds beside a copy of the script: the real one would ask
+169.254.169.254, which tests never reach.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.user_data import USERDATA_DIR
+
+from .conftest import BUCKET, INSTANCE_A, S3, local_files, run_pull
+
+SCRIPT = USERDATA_DIR / "trainguard-push"
+AWS_V1 = Path(sys.executable).parent / "aws"
+
+
+@pytest.fixture
+def instance(tmp_path: Path, s3: S3) -> Path:
+    """A copy of the script with a fake metadata helper beside it, and an empty /data/results; returns /data."""
+    bin_dir = tmp_path / "sbin"
+    bin_dir.mkdir()
+    shutil.copy(SCRIPT, bin_dir / "trainguard-push")
+    imds = bin_dir / "trainguard-imds"
+    imds.write_text(
+        "#!/bin/sh\n"
+        f'case $1 in meta-data/instance-id) echo {INSTANCE_A} ;; meta-data/placement/region) echo "$FAKE_REGION" ;;'
+        " *) exit 22 ;; esac\n"
+    )
+    imds.chmod(0o755)
+    data = tmp_path / "data"
+    (data / "results").mkdir(parents=True)
+    return data
+
+
+def push(data: Path, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRAINGUARD_")}
+    env |= {
+        # AWS CLI v1 from PyPI (the test extras) comes first, as the Deep Learning AMI's does.
+        "PATH": f"{AWS_V1.parent}:/usr/bin:/bin",
+        "TRAINGUARD_ENV_FILE": str(data / "env"),
+        "FAKE_REGION": os.environ["AWS_DEFAULT_REGION"],
+    } | environment
+    return subprocess.run(
+        [str(data.parent / "sbin" / "trainguard-push"), *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write(path: Path, body: bytes, age: float = 0.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    if age:
+        os.utime(path, (time.time() - age, time.time() - age))
+
+
+def remote_keys(s3: S3) -> set[str]:
+    return {item["Key"] for item in s3.client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+
+
+def test_push_script_passes_shellcheck() -> None:
+    checked = subprocess.run(
+        ["shellcheck", "--shell=sh", "--severity=style", str(SCRIPT)], capture_output=True, text=True, check=False
+    )
+
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_the_aws_cli_is_version_1_as_on_the_deep_learning_ami() -> None:
+    version = subprocess.run([str(AWS_V1), "--version"], capture_output=True, text=True, check=True)
+
+    assert (version.stdout + version.stderr).startswith("aws-cli/1.")
+
+
+def test_push_holds_back_files_being_written_until_now_and_the_pull_gets_what_was_pushed(
+    s3: S3, instance: Path, tmp_path: Path
+) -> None:
+    results = instance / "results"
+    settled = {"metrics.csv": b"epoch,loss\n1,0.5\n", "checkpoints/epoch-1.pt": os.urandom(100_000)}
+    for name, body in settled.items():
+        write(results / name, body, age=120)
+    write(results / "checkpoints/epoch-2.pt.tmp", b"half a checkpoint", age=120)
+    write(results / "download.part", b"half a file", age=120)
+    write(results / "log [rank *0?].txt", b"still being written")  # glob characters in a recent file's name
+    (instance / "env").write_text(f"TRAINGUARD_BUCKET={BUCKET}\nTRAINGUARD_DATA_MOUNT={instance}\n")
+
+    first = push(instance)
+    after_first = remote_keys(s3)
+    second = push(instance, "--now")
+
+    assert first.returncode == 0, first.stderr
+    assert after_first == {f"{INSTANCE_A}/{name}" for name in settled}
+    assert "1 file(s) modified in the last 30s wait for the next push" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert remote_keys(s3) == after_first | {f"{INSTANCE_A}/log [rank *0?].txt"}
+    pulled = run_pull("--bucket", BUCKET, str(tmp_path / "laptop"))
+    assert pulled.returncode == 0, pulled.stderr
+    assert local_files(tmp_path / "laptop") == {f"{INSTANCE_A}/{name}": body for name, body in settled.items()} | {
+        f"{INSTANCE_A}/log [rank *0?].txt": b"still being written"
+    }
+
+
+def test_a_push_waits_for_the_one_running_and_gives_up_after_wait(s3: S3, instance: Path) -> None:
+    write(instance / "results" / "metrics.csv", b"1", age=120)
+    settings = {"TRAINGUARD_BUCKET": BUCKET, "TRAINGUARD_DATA_MOUNT": str(instance)}
+    held = os.open(instance / "results", os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running push holds
+        gave_up = push(instance, "--wait", "1", **settings)
+        env = os.environ | settings | {"PATH": f"{AWS_V1.parent}:/usr/bin:/bin", "TRAINGUARD_ENV_FILE": "/nonexistent"}
+        waiting = subprocess.Popen(
+            [str(instance.parent / "sbin" / "trainguard-push"), "--wait", "60"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        assert waiting.poll() is None, "the second push did not wait for the first"
+        assert remote_keys(s3) == set()
+    finally:
+        os.close(held)
+    _, errors = waiting.communicate(timeout=60)
+
+    assert gave_up.returncode == 1
+    assert gave_up.stderr == "trainguard-push: another push held the lock for 1s; try again later (or --wait longer)\n"
+    assert waiting.returncode == 0, errors
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
+
+
+def test_a_failed_upload_exits_1_with_a_clear_line(s3: S3, instance: Path) -> None:
+    write(instance / "results" / "metrics.csv", b"1", age=120)
+
+    failed = push(instance, TRAINGUARD_BUCKET="no-such-bucket-here", TRAINGUARD_DATA_MOUNT=str(instance))
+
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1] == (
+        f"trainguard-push: could not push {instance}/results to s3://no-such-bucket-here/{INSTANCE_A}/ "
+        "(aws s3 sync failed; see above)"
+    )
+
+
+def test_the_region_comes_from_the_metadata_service_when_unset(s3: S3, instance: Path, tmp_path: Path) -> None:
+    write(instance / "results" / "metrics.csv", b"1", age=120)
+    # A shim in front of the AWS CLI records the region it is given.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "aws").write_text(f'#!/bin/sh\necho "$AWS_DEFAULT_REGION" >> {tmp_path}/regions\nexec {AWS_V1} "$@"\n')
+    (shim / "aws").chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
+
+    pushed = subprocess.run(
+        [str(instance.parent / "sbin" / "trainguard-push")],
+        env=env
+        | {
+            "PATH": f"{shim}:{AWS_V1.parent}:/usr/bin:/bin",
+            "TRAINGUARD_BUCKET": BUCKET,
+            "TRAINGUARD_DATA_MOUNT": str(instance),
+            "FAKE_REGION": "eu-west-1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert (tmp_path / "regions").read_text() == "eu-west-1\n"
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
+
+
+@pytest.mark.parametrize(
+    ("environment", "arguments", "message"),
+    [
+        ({}, [], "no bucket: set TRAINGUARD_BUCKET"),
+        ({"TRAINGUARD_BUCKET": BUCKET, "TRAINGUARD_INSTANCE_ID": "i-../x"}, [], "is not one like i-0123456789abcdef0"),
+        ({"TRAINGUARD_BUCKET": BUCKET}, ["--wait", "soon"], "--wait needs a number of seconds"),
+        ({"TRAINGUARD_BUCKET": BUCKET}, ["--later"], "unknown argument --later"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line(
+    s3: S3, instance: Path, environment: dict[str, str], arguments: list[str], message: str
+) -> None:
+    refused = push(instance, *arguments, TRAINGUARD_DATA_MOUNT=str(instance), **environment)
+
+    assert refused.returncode == 2
+    assert message in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
