@@ -55,7 +55,7 @@ FILES: tuple[tuple[str, str, int], ...] = (
     ("trainguard-imds", SBIN, EXECUTABLE),
     ("trainguard-mount-data", SBIN, EXECUTABLE),
     ("trainguard-install-agent", SBIN, EXECUTABLE),
-    ("trainguard-push-results", SBIN, EXECUTABLE),
+    ("trainguard-push", BIN, EXECUTABLE),
     ("trainguard-push-results.service", UNITS, READABLE),
     ("trainguard-push-results.timer", UNITS, READABLE),
     ("trainguard", BIN, EXECUTABLE),

@@ -86,15 +86,15 @@ def test_per_instance_values_travel_in_the_environment_file_and_the_bundle_is_ap
 def test_results_are_pushed_every_five_minutes_with_the_region_and_protected_memory() -> None:
     timer = (USERDATA_DIR / "trainguard-push-results.timer").read_text()
     service = (USERDATA_DIR / "trainguard-push-results.service").read_text()
-    push = (USERDATA_DIR / "trainguard-push-results").read_text()
+    push = (USERDATA_DIR / "trainguard-push").read_text()
 
     settings = [line for line in timer.splitlines() if "=" in line and not line.startswith("#")]
     assert "OnUnitInactiveSec=5min" in settings and "OnBootSec=2min" in settings
     assert not [line for line in settings if line.startswith("Persistent=")]  # a no-op on monotonic timers
     assert "Slice=system.slice" in service.splitlines()
     assert any(line.startswith("MemoryMin=") for line in service.splitlines())
-    assert 'aws s3 sync --region "$TRAINGUARD_REGION"' in push
-    assert "s3://$TRAINGUARD_BUCKET/$instance_id/" in push
+    assert "ExecStart=/usr/local/bin/trainguard-push --wait 60 --timeout 170" in service.splitlines()
+    assert "AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-${TRAINGUARD_REGION:-" in push
 
 
 def _run_mount_script(tmp_path: Path, blkid_finds_filesystem: bool) -> str:

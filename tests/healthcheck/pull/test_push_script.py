@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.user_data import USERDATA_DIR
+from infra.bundle import USERDATA_DIR
 
 from .conftest import BUCKET, INSTANCE_A, S3, local_files, run_pull
 
@@ -50,6 +50,8 @@ def push(data: Path, *arguments: str, **environment: str) -> subprocess.Complete
         "PATH": f"{AWS_V1.parent}:/usr/bin:/bin",
         "TRAINGUARD_ENV_FILE": str(data / "env"),
         "FAKE_REGION": os.environ["AWS_DEFAULT_REGION"],
+        # Not under systemd, unless a test says so: then the push moves itself into system.slice first.
+        "TRAINGUARD_SYSTEMD_DIR": str(data / "no-systemd"),
     } | environment
     return subprocess.run(
         [str(data.parent / "sbin" / "trainguard-push"), *arguments],
@@ -200,3 +202,51 @@ def test_bad_settings_exit_2_with_one_line(
     assert refused.returncode == 2
     assert message in refused.stderr
     assert len(refused.stderr.splitlines()) == 1
+
+
+FAKE_SYSTEMD_RUN = """#!/bin/sh
+# Records its arguments, then runs the command with the --setenv variables, as systemd-run would in its unit.
+printf '%s\\n' "$@" >"$RECORD"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --setenv=*) export "${1#--setenv=}" ;;
+    -p) shift ;;
+    -*) ;;
+    *) break ;;
+  esac
+  shift
+done
+exec "$@"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the move into system.slice is for root's pushes")
+def test_a_root_push_from_a_training_script_moves_itself_into_system_slice(
+    s3: S3, instance: Path, tmp_path: Path
+) -> None:
+    """A training script's push must not share training's memory pressure: it runs as a system.slice unit."""
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir()
+    (fake_bin / "systemd-run").write_text(FAKE_SYSTEMD_RUN)
+    (fake_bin / "systemd-run").chmod(0o755)
+    (tmp_path / "systemd").mkdir()
+    record = tmp_path / "systemd-run.args"
+    write(instance / "results" / "metrics.csv", b"epoch,loss\n1,0.5\n", age=120)
+    (instance / "env").write_text(f"TRAINGUARD_BUCKET={BUCKET}\nTRAINGUARD_DATA_MOUNT={instance}\n")
+
+    pushed = push(
+        instance,
+        "--now",
+        PATH=f"{fake_bin}:{AWS_V1.parent}:/usr/bin:/bin",
+        TRAINGUARD_SYSTEMD_DIR=str(tmp_path / "systemd"),
+        TRAINGUARD_INSTANCE_ID=INSTANCE_A,
+        RECORD=str(record),
+    )
+
+    assert pushed.returncode == 0, pushed.stderr
+    arguments = record.read_text().splitlines()
+    assert {"--wait", "--pipe", "--slice=system.slice", "MemoryMin=256M"} <= set(arguments)
+    # The caller's settings travel into the unit, and the unit's push does not move again.
+    assert f"--setenv=TRAINGUARD_INSTANCE_ID={INSTANCE_A}" in arguments
+    assert "--setenv=TRAINGUARD_PUSH_IN_SLICE=1" in arguments
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
