@@ -121,12 +121,15 @@ def fetch_and_apply(bundle_version: str) -> str:
     """The shell command that fetches a bundle version from the bucket and applies it.
 
     The user data runs it at first boot and State Manager on every new
-    version; it reads the bucket and region from /etc/trainguard/env.
+    version, possibly at the same time: each downloads to a name of its own.
+    It reads the bucket and region from /etc/trainguard/env; an instance
+    whose env predates the region there asks the instance metadata for it.
     """
     return (
         "set -eu; . /etc/trainguard/env; mkdir -p /var/lib/trainguard; "
-        f"new={INSTALLED_ARCHIVE}.{bundle_version}; "
-        'aws s3 cp --only-show-errors --region "$TRAINGUARD_REGION" '
+        f"new=$(mktemp {INSTALLED_ARCHIVE}.{bundle_version}.XXXXXX); "
+        "region=${TRAINGUARD_REGION:-$(/usr/local/sbin/trainguard-imds meta-data/placement/region || true)}; "
+        'aws s3 cp --only-show-errors ${region:+--region "$region"} '
         f'"s3://$TRAINGUARD_BUCKET/{object_key(bundle_version)}" "$new"; '
         f'tar -xzf "$new" -C / {APPLY.lstrip("/")}; '
         f'exec {APPLY} "$new"'

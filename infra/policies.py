@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from healthcheck.lambdas.ssh_canary import NAMESPACE as CANARY_NAMESPACE
 from healthcheck.remediation.policy import CLAIM_PATH
 
 Document = dict[str, Any]
@@ -57,8 +58,20 @@ def guard_notifier(topic_arn: str, key_arn: str) -> Document:
     """The instance's guard may email through the stack's topic, and nothing else there.
 
     The topic is encrypted with its own KMS key, so publishing needs the key too.
+    The CloudWatch agent's managed policy lets the instance publish any metric;
+    a process on it must not publish the canary's SSHResponsive, which the
+    auto-reboot function trusts to spare a host that still answers SSH.
     """
-    return document(*_tell_a_person(topic_arn, key_arn))
+    return document(
+        *_tell_a_person(topic_arn, key_arn),
+        {
+            "Sid": "NotTheCanarysMetrics",
+            "Effect": "Deny",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": CANARY_NAMESPACE}},
+        },
+    )
 
 
 def tls_only_bucket(bucket_arn: str) -> Document:
@@ -316,7 +329,7 @@ def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: s
             "Effect": "Allow",
             "Action": "cloudwatch:PutMetricData",
             "Resource": "*",  # PutMetricData has no resource type; the namespace condition scopes it
-            "Condition": {"StringEquals": {"cloudwatch:namespace": "Trainguard"}},
+            "Condition": {"StringEquals": {"cloudwatch:namespace": CANARY_NAMESPACE}},
         },
         {
             # Lambda needs this to manage the function's VPC interfaces, and it works only on "*":

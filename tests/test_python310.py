@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+
+from infra.lambda_package import package_zip
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -46,11 +47,9 @@ def test_vermin_would_catch_a_311_only_name(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bundle_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The healthcheck package's own modules in a zip, as the on-instance bundle installs it."""
+    """The zip the on-instance bundle installs as /opt/trainguard/healthcheck.zip, byte for byte."""
     path = tmp_path_factory.mktemp("bundle") / "healthcheck.zip"
-    with zipfile.ZipFile(path, "w") as bundle:
-        for module in sorted((REPO / "healthcheck").rglob("*.py")):
-            bundle.write(module, module.relative_to(REPO).as_posix())
+    path.write_bytes(package_zip())
     return path
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,14 +38,25 @@ Runner = Callable[[Sequence[str], float], Completed]
 
 
 def run_command(argv: Sequence[str], timeout: float) -> Completed:
-    """Run argv with a timeout; a missing program is 127 and a timeout 124, as the shell and timeout(1) say."""
+    """Run argv with a timeout; a missing program is 127 and a timeout 124, as the shell and timeout(1) say.
+
+    The command runs in a process group of its own, and a timeout kills the whole group: a script's
+    children (the push's aws, holding the push lock) must not outlive it.
+    """
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+        process = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
     except FileNotFoundError:
         return Completed(127, "", f"{argv[0]}: not found")
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
         return Completed(124, "", f"{argv[0]}: no answer within {timeout:g} s")
-    return Completed(done.returncode, done.stdout, done.stderr)
+    return Completed(process.returncode, stdout, stderr)
 
 
 @dataclass

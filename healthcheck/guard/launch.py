@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, TextIO
 
-from healthcheck.errors import UsageError
+from healthcheck.errors import Terminated, UsageError, interrupted_exit_status
 from healthcheck.guard import fit, units
 from healthcheck.guard.host import Host
 from healthcheck.status import Status
@@ -38,7 +38,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         usage="%(prog)s --workers N [options] -- COMMAND... | --status | --stop",
         epilog="{worker} in COMMAND becomes the worker's index. Output: /data/results/logs/worker-N.log. "
         "Exit status: 0 all started (or --status: all running), 1 fewer started (--fit, or waited too long) "
-        "or a worker failed, 2 the canary died or too few fit, 3 bad input or no slice.",
+        "or a worker failed, 2 the canary died or too few fit, 3 bad input or no slice; "
+        "130 (143) on Ctrl-C (SIGTERM), which leaves the started workers running.",
     )
     what = launch.add_mutually_exclusive_group()
     what.add_argument("--status", action="store_true", help="show the workers and the slice's memory")
@@ -103,10 +104,10 @@ class Launcher:
         self.host.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             return self._launch(slice_max)
-        except KeyboardInterrupt:  # the workers are systemd units: they outlive the launcher
+        except (KeyboardInterrupt, Terminated) as cause:  # the workers are systemd units: they outlive the launcher
             started = ", ".join(map(str, self.started)) or "none"
             self.say(f"interrupted: started workers ({started}) keep running; stop them with: trainguard launch --stop")
-            return Status.WARNING
+            return interrupted_exit_status(cause)
 
     def _launch(self, slice_max: int) -> int:
         self.say(f"{units.SLICE}: MemoryMax {fit.human(slice_max)}")

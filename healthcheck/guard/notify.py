@@ -6,7 +6,7 @@ It follows the journal for two kinds of entry:
 - systemd's "Failed with result" (MESSAGE_ID d9b373ed55a64feb8242e02dbe79a49c, field UNIT_RESULT) with
   result oom-kill: the kernel killed inside a unit, a training worker in the slice;
 - earlyoom's "sending SIGTERM/SIGKILL to process ..." (earlyoom's kill.c), for a job outside the slice.
-For each it runs `trainguard-push --now` (when installed), publishes Trainguard/WorkerOOMKills (InstanceId)
+For each it runs `trainguard-push --now` (when installed), publishes Trainguard/Guard WorkerOOMKills (InstanceId)
 and publishes the email to the stack's topic, with AWS CLI v1 (the instance has no boto3 for its python3).
 Between entries it samples the workers' memory, since a killed worker's cgroup (and its memory.peak) is gone
 by the time the entry arrives.
@@ -33,9 +33,13 @@ UNIT_FAILURE_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"  # systemd's SD_MESSAGE
 EARLYOOM_UNIT = "earlyoom.service"
 # earlyoom 1.6 to 1.8 all begin the kill line so; the fields after the name vary by version.
 EARLYOOM_KILL = re.compile(r'sending (SIG\w+) to process (\d+) uid (\d+) "(.*)": .*?VmRSS (\d+) MiB')
-NAMESPACE = "Trainguard"
+# Not the canary's namespace ("Trainguard"): the instances may not publish there (infra.policies).
+NAMESPACE = "Trainguard/Guard"
 METRIC = "WorkerOOMKills"
 PUSH_COMMAND = "trainguard-push"
+# A push already running holds the lock: wait for it briefly, bound the upload, and so the email
+# goes out within PUSH_TIMEOUT_S + 2 x AWS_TIMEOUT_S of the kill whatever S3 does.
+PUSH_ARGUMENTS = ("--now", "--wait", "20", "--timeout", "90")
 PUSH_TIMEOUT_S = 120.0
 AWS_TIMEOUT_S = 40.0
 # SNS Publish: Subject under 100 characters, no line breaks (Amazon SNS API reference, Publish).
@@ -234,7 +238,7 @@ class Notifier:
         command = self.which(PUSH_COMMAND)
         if not command:
             return f"not pushed ({PUSH_COMMAND} is not installed; the 5-minute timer still runs)"
-        done = self._step("push", [command, "--now"], PUSH_TIMEOUT_S)
+        done = self._step("push", [command, *PUSH_ARGUMENTS], PUSH_TIMEOUT_S)
         return "pushed to S3 at once" if done.ok else f"push failed ({done.why()}); the 5-minute timer still runs"
 
     def _step(self, name: str, argv: Sequence[str], timeout: float) -> Completed:
@@ -260,17 +264,25 @@ def follow(notifier: Notifier, lines: Callable[[float], Sequence[str] | None]) -
                 notifier.handle(kill)
 
 
-def _journal_lines(process: subprocess.Popen[str]) -> Callable[[float], Sequence[str] | None]:
-    assert process.stdout is not None
-    stdout = process.stdout
+def journal_lines(fd: int) -> Callable[[float], Sequence[str] | None]:
+    """Complete lines read from a pipe within `timeout`: [] when none came, None at its end.
+
+    It reads the descriptor itself: a buffered reader would keep the rest of a
+    burst (three kills at once) in its buffer, where select() cannot see it.
+    """
     selector = selectors.DefaultSelector()
-    selector.register(stdout, selectors.EVENT_READ)
+    selector.register(fd, selectors.EVENT_READ)
+    pending = b""
 
     def read(timeout: float) -> Sequence[str] | None:
+        nonlocal pending
         if not selector.select(timeout):
             return []
-        line = stdout.readline()
-        return [line] if line else None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        *complete, pending = (pending + chunk).split(b"\n")
+        return [line.decode("utf-8", errors="replace") for line in complete]
 
     return read
 
@@ -294,9 +306,10 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         return 3
     host = Host(run=run_command, clock=time.monotonic, cgroup_root=Path("/sys/fs/cgroup"))
     notifier = Notifier(host, instance_id(environ, run_command), topic_arn, log=lambda line: print(line, flush=True))
-    process = subprocess.Popen(journal_argv(), stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(journal_argv(), stdout=subprocess.PIPE, bufsize=0)
+    assert process.stdout is not None
     try:
-        follow(notifier, _journal_lines(process))
+        follow(notifier, journal_lines(process.stdout.fileno()))
     finally:
         process.terminate()
     print("trainguard-guard: journalctl ended; systemd restarts this service", file=sys.stderr)

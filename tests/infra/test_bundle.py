@@ -110,7 +110,11 @@ def test_fetch_and_apply_is_valid_shell_that_names_the_version_and_region() -> N
     command = fetch_and_apply("0123456789abcdef")
 
     assert subprocess.run(["sh", "-n", "-c", command], check=False).returncode == 0
-    assert '--region "$TRAINGUARD_REGION"' in command
+    # The region from the env file, else (an env written before it held one) from the instance metadata.
+    assert "region=${TRAINGUARD_REGION:-$(/usr/local/sbin/trainguard-imds meta-data/placement/region" in command
+    assert '${region:+--region "$region"}' in command
+    # The user data's and State Manager's first applies may run at once: each downloads to its own name.
+    assert "new=$(mktemp /var/lib/trainguard/bundle.tar.gz.0123456789abcdef.XXXXXX)" in command
     assert '"s3://$TRAINGUARD_BUCKET/trainguard/bundle/0123456789abcdef.tar.gz"' in command
     assert command.endswith('exec /usr/local/sbin/trainguard-apply "$new"')
 

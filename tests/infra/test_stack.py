@@ -301,3 +301,26 @@ def test_a_kept_results_bucket_keeps_everything_that_protects_it(deploy) -> None
         "trainguard-results-lifecycle",
         "trainguard-results-policy",
     }
+
+
+def test_the_guard_may_email_through_the_topic_and_never_speak_for_the_canary(deploy) -> None:
+    deployment = deploy()
+    statements = {
+        s["Sid"]: s for s in json.loads(deployment.named("trainguard-node-0-guard").inputs["policy"])["Statement"]
+    }
+    topic = deployment.outputs["topic_arn"]
+
+    assert statements["TellAPerson"] == {
+        "Sid": "TellAPerson",
+        "Effect": "Allow",
+        "Action": "sns:Publish",
+        "Resource": topic,
+    }
+    # The mocks name a resource's ARN after its id: the topic's own key, no other.
+    assert statements["UseTheTopicKey"]["Resource"] == "arn:aws:kms:eu-west-1:123456789012:trainguard-alerts-key-id"
+    # The agent's managed policy allows any PutMetricData: the canary's namespace is denied explicitly, so no
+    # process on the instance can publish SSHResponsive=1 for itself or a neighbour.
+    deny = statements["NotTheCanarysMetrics"]
+    assert (deny["Effect"], deny["Action"]) == ("Deny", "cloudwatch:PutMetricData")
+    assert deny["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Trainguard"}}
+    assert len(statements) == 3

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from healthcheck.cli import build_parser
-from healthcheck.errors import UsageError
+from healthcheck.errors import Terminated, UsageError
 from healthcheck.guard import launch
 from healthcheck.status import Status
 
@@ -177,16 +177,19 @@ def test_status_table_and_stop(machine: FakeMachine) -> None:
     assert "worker 1: inactive" in out
 
 
-def test_ctrl_c_leaves_started_workers_running_and_says_how_to_stop_them(machine: FakeMachine) -> None:
+@pytest.mark.parametrize(("signal_raises", "exit_status"), [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_ctrl_c_leaves_started_workers_running_and_says_how_to_stop_them(
+    machine: FakeMachine, signal_raises: type[BaseException], exit_status: int
+) -> None:
     def tick(m: FakeMachine) -> None:
         m.set_worker_memory(0, GIB, peak=GIB)
         if m.now > 1400:  # during the stagger before worker 2
-            raise KeyboardInterrupt
+            raise signal_raises
 
     machine.on_tick = tick
 
     status, out = run(machine, "--workers", "3", "--canary-seconds", "10", "--stagger", "300", *TRAIN)
 
-    assert status == Status.WARNING
+    assert status == exit_status  # as the shell reports a command a signal stopped: 128 + SIGINT or SIGTERM
     assert "interrupted: started workers (0, 1) keep running; stop them with: trainguard launch --stop" in out
     assert not any(command[:2] == ["systemctl", "stop"] for command in machine.commands)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -107,13 +108,13 @@ def test_a_kill_pushes_then_counts_then_emails_with_real_commands(tmp_path: Path
 
     notify.follow(notifier, iter_lines([json.dumps(KERNEL_OOM), json.dumps(KERNEL_OOM)]))
 
-    assert recorded(tmp_path / "push.log") == [["--now"]]
+    assert recorded(tmp_path / "push.log") == [list(notify.PUSH_ARGUMENTS)]
     metric, email = recorded(tmp_path / "aws.log")
     assert metric[:2] == ["--region", "eu-west-1"]
     assert metric[metric.index("put-metric-data") :] == [
         "put-metric-data",
         "--namespace",
-        "Trainguard",
+        "Trainguard/Guard",
         "--metric-name",
         "WorkerOOMKills",
         "--dimensions",
@@ -177,3 +178,47 @@ def test_a_hung_aws_cli_is_cut_off_by_the_timeout(tmp_path: Path, fake_bin: Path
 def test_the_service_refuses_to_start_without_a_topic(capsys: pytest.CaptureFixture[str]) -> None:
     assert notify.main({"TRAINGUARD_TOPIC_ARN": "not-an-arn"}) == 3
     assert "is not an SNS topic ARN" in capsys.readouterr().err
+
+
+def test_a_burst_of_journal_lines_is_read_whole_from_a_real_pipe() -> None:
+    """Three kills at once arrive in one read: none may wait in a buffer that select() cannot see."""
+    reader, writer = os.pipe()
+    try:
+        read = notify.journal_lines(reader)
+        os.write(writer, b'{"kill": 1}\n{"kill": 2}\n{"kill": 3}\n{"kill": 4, "half')
+
+        first = read(1.0)
+        nothing_more = read(0.2)
+        os.write(writer, b'": true}\n')
+        rest = read(1.0)
+        os.close(writer)
+        writer = -1
+        end = read(1.0)
+    finally:
+        os.close(reader)
+        if writer >= 0:
+            os.close(writer)
+
+    assert first == ['{"kill": 1}', '{"kill": 2}', '{"kill": 3}']
+    assert nothing_more == []
+    assert rest == ['{"kill": 4, "half": true}']
+    assert end is None
+
+
+def test_a_command_that_times_out_is_killed_with_its_children(tmp_path: Path) -> None:
+    """The push's aws holds the push lock: a timed-out push must not leave it running."""
+    pidfile = tmp_path / "child.pid"
+    script = tmp_path / "slow"
+    script.write_text(f"#!/bin/sh\nsleep 60 &\necho $! >{pidfile}\nwait\n")
+    script.chmod(0o755)
+
+    done = run_command([str(script)], 0.5)
+
+    assert done.returncode == 124
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the timed-out command's child {child} still runs")

@@ -62,5 +62,5 @@ def test_email_and_metric_reach_sns_and_cloudwatch(moto_endpoint: str, tmp_path:
     envelope = json.loads(received[0]["Body"])
     assert envelope["Subject"] == "trainguard: worker 3 on i-0123456789abcdef0 killed: out of memory"
     assert "still running:     workers 1" in envelope["Message"]
-    metrics = cloudwatch.list_metrics(Namespace="Trainguard", MetricName="WorkerOOMKills")["Metrics"]
+    metrics = cloudwatch.list_metrics(Namespace="Trainguard/Guard", MetricName="WorkerOOMKills")["Metrics"]
     assert metrics[0]["Dimensions"] == [{"Name": "InstanceId", "Value": "i-0123456789abcdef0"}]
