@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from healthcheck import __version__
+from healthcheck.drill import command as drill_command
 from healthcheck.errors import UsageError
 from healthcheck.probe import command as probe_command
 from healthcheck.remediation import command as reboot_command
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     probe_command.add_parser(commands)
     reboot_command.add_parser(commands)
+    drill_command.add_parser(commands)
     return parser
 
 

@@ -27,8 +27,9 @@ from typing import TextIO
 # Debian's packages that the guest needs. libpam-systemd: without it a process
 # started over SSH stays in ssh.service, and an OOM kill then stops sshd itself.
 # locales: without it cloud-init's locale module fails and its status is
-# "error". udev: /dev/disk/by-label for the /data mount. awscli and curl: the
-# results push (issue 11) uses the AWS CLI, as the Deep Learning AMI has one.
+# "error". udev: /dev/disk/by-label for the /data mount. curl, and awscli
+# below: the results push (issue 11) uses the AWS CLI, as the Deep Learning
+# AMI has one.
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -46,11 +47,11 @@ PACKAGES = (
     "sudo",
     "curl",
     "ca-certificates",
-    "awscli",
 )
 # Installed by apt inside the chroot after debootstrap: debootstrap itself
-# cannot resolve cloud-init's virtual python3-cffi-backend-api-* dependency.
-LATE_PACKAGES = ("cloud-init",)
+# cannot resolve the virtual python3-cffi-backend-api-* that cloud-init's and
+# awscli's python3-cryptography depend on.
+LATE_PACKAGES = ("cloud-init", "awscli")
 
 # Run in the chroot once the packages are in. The guest gets its network from
 # systemd-networkd (DHCP from qemu's user network) and its /data from a disk

@@ -35,18 +35,19 @@ def kernel_alive(port: int, timeout: float = KERNEL_ALIVE_TIMEOUT_S) -> bool:
         with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             return sock.recv(1) == b""
-    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
-        return True
+    except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+        return True  # a reset, whether it comes at connect (no qemu in between) or after
     except OSError:
         return False
 
 
-def banner(port: int, timeout: float, clock: Callable[[], float] = time.monotonic) -> tuple[str, float]:
-    """(BANNER_OK or the verdict of the failure, seconds taken), with the probe's own stages."""
+def banner(address: str, port: int, timeout: float, clock: Callable[[], float] = time.monotonic) -> tuple[str, float]:
+    """(BANNER_OK or the verdict of the failure, seconds taken), with the probe's own stages (an IP address)."""
     started = clock()
     deadline = Deadline(timeout, clock)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        with connect([(socket.AF_INET, (LOOPBACK, port))], deadline) as sock:
+        with connect([(family, (address, port))], deadline) as sock:
             exchange_identification(sock, deadline)
     except StageFailed as failure:
         return failure.verdict.name, clock() - started
@@ -90,7 +91,7 @@ class Sampler:
         while not self._stop.is_set():
             at = self._elapsed()
             alive = kernel_alive(self._alive_port)
-            verdict, took = banner(self._ssh_port, self._banner_timeout)
+            verdict, took = banner(LOOPBACK, self._ssh_port, self._banner_timeout)
             sample = Sample(at_s=round(at, 2), kernel_alive=alive, banner=verdict, banner_s=round(took, 3))
             self.samples.append(sample)
             if self._on_sample is not None:

@@ -352,7 +352,7 @@ def sweep_stale_vms(runs_dir: Path) -> list[int]:
     for pidfile in runs_dir.glob("*/qemu.pid"):
         run_dir = pidfile.parent
         owner = _read_pid(run_dir / "owner.pid")
-        if owner is not None and owner != os.getpid() and _alive(owner):
+        if owner is not None and _alive(owner):
             continue
         pid = _read_pid(pidfile)
         if pid is not None and str(run_dir).encode() in _cmdline(pid):
