@@ -296,6 +296,11 @@ class Vm:
             raise VmError(f"qemu exited at once (status {self._process.returncode}): {output}")
 
     @property
+    def pid(self) -> int | None:
+        """qemu's pid (`nice` execs into qemu, so it is the child's)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
