@@ -7,6 +7,7 @@ it from the host, and returns its summary object and readable timeline.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ class UnguardedPlan:
     workers: int = 4
     freeze_goal_s: float = 90.0
     watch_s: float = 300.0
-    boot_s: float = 240.0
+    boot_s: float = 600.0
     memory_mib: int = 1024
     cpus: int = 2
 
@@ -109,9 +110,14 @@ def run_unguarded(
                     _watch(vm, sampler, probes, pressure_at, plan, note)
                 samples, probe_runs = list(sampler.samples), list(probes.runs)
             console = vm.console_text()
-        return _unguarded_outcome(samples, probe_runs, console, pressure_at, len(pids), events, accelerator)
+    except ScenarioFailed as failed:
+        raise ScenarioFailed(f"{failed}; the guest's console: {run_dir / 'vm' / 'console.log'}") from None
     finally:
+        # Disks and keys go; a failed run's console stays for a person to read.
         remove_run_dir(run_dir / "vm", keep=("console.log",))
+        remove_run_dir(run_dir, keep=("vm",))
+    shutil.rmtree(run_dir)
+    return _unguarded_outcome(samples, probe_runs, console, pressure_at, len(pids), events, accelerator)
 
 
 def _watch(
@@ -130,13 +136,13 @@ def _watch(
             said_hung = True
             first = next(run for run in probes.runs if run.verdict == "HUNG")
             note(first.finished_s, "`python -m healthcheck probe --no-login` says HUNG")
-        windows = timeline.freeze_windows(list(sampler.samples))
+        windows = [w for w in timeline.freeze_windows(list(sampler.samples)) if w.start_s >= pressure_at]
         current = windows[-1] if windows and windows[-1].open_at_end else None
         if said_hung and current is not None and current.seconds >= plan.freeze_goal_s:
             note(vm.elapsed(), f"still frozen after {current.seconds:.0f}s: enough, stopping the VM")
             return
     if not vm.running:
-        raise ScenarioFailed("the VM stopped during the scenario (time limit or crash); see its console.log")
+        raise ScenarioFailed("the VM stopped during the scenario (time limit or crash)")
 
 
 class _Watcher:
@@ -174,7 +180,7 @@ def _unguarded_outcome(
         events.append((kill.at_s if kill.at_s is not None else pressure_at, f"{kind} killed {kill.name} ({kill.pid})"))
     summary = timeline.summary(
         "unguarded",
-        freeze=timeline.freeze_seconds(samples),
+        freeze=timeline.freeze_seconds(samples, after_s=pressure_at),
         hung=timeline.time_to_hung_s(probe_runs, pressure_at),
         worst_banner=timeline.worst_banner_latency_s(samples, after_s=pressure_at),
         workers_started=workers_started,

@@ -134,11 +134,15 @@ def freeze_windows(samples: Sequence[Sample]) -> list[Window]:
     return windows
 
 
-def freeze_seconds(samples: Sequence[Sample]) -> float | None:
-    """The longest freeze window; None when sshd never answered (nothing to freeze)."""
+def freeze_seconds(samples: Sequence[Sample], after_s: float = 0.0) -> float | None:
+    """The longest freeze window that began at or after `after_s` (the pressure's start, not a slow boot).
+
+    None when sshd never answered (nothing to freeze).
+    """
     if first_banner_s(samples) is None:
         return None
-    return round(max((window.seconds for window in freeze_windows(samples)), default=0.0), 1)
+    windows = [window.seconds for window in freeze_windows(samples) if window.start_s >= after_s]
+    return round(max(windows, default=0.0), 1)
 
 
 def worst_banner_latency_s(samples: Sequence[Sample], after_s: float = 0.0) -> float | None:

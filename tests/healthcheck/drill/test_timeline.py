@@ -44,6 +44,14 @@ def test_the_longest_silent_run_with_the_kernel_alive_is_the_freeze() -> None:
     assert timeline.worst_banner_latency_s(samples) == 3.5
 
 
+def test_a_slow_boot_before_the_pressure_is_not_the_freeze() -> None:
+    # cloud-init keeps sshd busy for 25 s after its first banner; the workers start at 100.
+    samples = [ok(0.0), *(silent(t) for t in range(5, 30, 5)), ok(30.0), ok(100.0), silent(110.0), ok(120.0)]
+
+    assert timeline.freeze_seconds(samples) == 25.0
+    assert timeline.freeze_seconds(samples, after_s=100.0) == 10.0
+
+
 def test_a_freeze_still_on_at_the_end_counts_until_the_last_wait_ended() -> None:
     samples = [ok(0.0), silent(100.0), silent(105.0)]
 
