@@ -21,8 +21,10 @@ from healthcheck.probe.deadline import Deadline
 from healthcheck.probe.stages import StageFailed, connect, exchange_identification
 
 LOOPBACK = "127.0.0.1"
-# A reset from the guest's closed port arrives in milliseconds when its kernel is alive.
-KERNEL_ALIVE_TIMEOUT_S = 1.0
+# A reset from the guest's closed port arrives in milliseconds when its kernel
+# is alive and the host idle; under emulation on a loaded host, with the guest
+# thrashing, we measured over a second at times, so allow 3.
+KERNEL_ALIVE_TIMEOUT_S = 3.0
 
 
 def kernel_alive(port: int, timeout: float = KERNEL_ALIVE_TIMEOUT_S) -> bool:
