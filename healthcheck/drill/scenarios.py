@@ -175,6 +175,16 @@ def _unguarded_outcome(
     accelerator: Accelerator,
 ) -> Outcome:
     kills = timeline.parse_kills(console)
+    silence = timeline.longest_silence(samples, after_s=pressure_at)
+    if silence is not None:
+        window, alive = silence
+        still = ", still silent when the drill stopped" if window.open_at_end else ""
+        events.append(
+            (
+                window.start_s,
+                f"no banner for {window.seconds:.0f}s{still}; the guest kernel answered {alive:.0%} of those samples",
+            )
+        )
     for kill in kills:
         kind = "the slice's limit" if kill.in_cgroup else "the kernel's OOM killer"
         events.append((kill.at_s if kill.at_s is not None else pressure_at, f"{kind} killed {kill.name} ({kill.pid})"))

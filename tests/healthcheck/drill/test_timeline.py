@@ -67,6 +67,16 @@ def test_a_dead_guest_kernel_is_not_the_incident_and_breaks_the_window() -> None
     assert timeline.freeze_seconds(samples) == 5.0
 
 
+def test_the_longest_silence_counts_the_kernel_checks_that_missed() -> None:
+    samples = [ok(0.0), silent(10.0), dead(15.0), silent(20.0), silent(25.0), ok(30.0), silent(40.0), ok(45.0)]
+
+    window, alive = timeline.longest_silence(samples) or (None, None)
+
+    assert window is not None and (window.start_s, window.end_s, window.open_at_end) == (10.0, 30.0, False)
+    assert alive == 0.75
+    assert timeline.longest_silence(samples, after_s=50.0) is None
+
+
 def test_no_banner_ever_means_no_freeze_figure() -> None:
     assert timeline.freeze_seconds([booting(0.0), silent(5.0)]) is None
     assert timeline.worst_banner_latency_s([silent(5.0)]) is None
