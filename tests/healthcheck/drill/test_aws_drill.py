@@ -293,3 +293,20 @@ def test_recovery_counts_only_ssh_answering_after_the_function_acted() -> None:
     ok, lines = aws.judge(result, budget_s=90)
     assert ok and lines[-1].endswith("= 90s") and "NOT" not in lines[-1]
     assert not aws.judge(result, budget_s=60)[0]
+
+
+def test_missing_region_or_credentials_is_one_line_not_a_traceback(
+    run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+
+    no_region = run_cli("drill", "i-0123456789abcdef0", "--yes")
+    no_credentials = run_cli("drill", "i-0123456789abcdef0", "--yes", "--region", REGION)
+
+    assert (no_region.code, no_region.stderr) == (
+        3,
+        "healthcheck: error: no AWS region: pass --region or set AWS_REGION\n",
+    )
+    assert no_credentials.code == 3
+    assert no_credentials.stderr.startswith("healthcheck: error: no AWS credentials")
