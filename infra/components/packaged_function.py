@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import pulumi
 import pulumi_aws as aws
 
-from infra.lambda_package import ARCHITECTURE, RUNTIME, package_files
+from infra.lambda_package import ARCHITECTURE, LAMBDA_LEAVES_OUT, RUNTIME, package_files
 from infra.policies import assume_role
 
 # Receives the function's log group ARN, returns the role policy's JSON.
@@ -56,7 +56,9 @@ class PackagedFunction(pulumi.ComponentResource):
             timeout=timeout_s,
             memory_size=memory_mb,
             role=role.arn,
-            code=pulumi.AssetArchive({path: pulumi.FileAsset(str(file)) for path, file in package_files().items()}),
+            code=pulumi.AssetArchive(
+                {path: pulumi.FileAsset(str(file)) for path, file in package_files(LAMBDA_LEAVES_OUT).items()}
+            ),
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=environment),
             vpc_config=vpc,
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),

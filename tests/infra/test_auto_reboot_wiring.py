@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from infra.lambda_package import AUTO_REBOOT_HANDLER, package_files
+from infra.lambda_package import AUTO_REBOOT_HANDLER, LAMBDA_LEAVES_OUT, package_files
 
 AUTO_REBOOT = "trainguard-auto-reboot-function"
 STOPPED_RULE = "trainguard-auto-reboot-stopped"
@@ -112,7 +112,7 @@ def _build_zip(tmp_path: Path) -> Path:
     """The archive Pulumi builds from the function's AssetArchive: the same names, the same files."""
     archive = tmp_path / "auto_reboot.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
-        for name, path in package_files().items():
+        for name, path in package_files(LAMBDA_LEAVES_OUT).items():
             bundle.write(path, name)
     return archive
 

@@ -669,7 +669,10 @@ def hostile_events(draw: st.DrawFn, instance_id: str) -> Any:
     ]
     event = json.loads(json.dumps(draw(st.sampled_from(shapes))))
     for _ in range(draw(st.integers(0, 2))):
-        path = draw(st.sampled_from(_paths(event)[1:]))
+        paths = _paths(event)[1:]
+        if not paths:  # an earlier mutation emptied the event
+            break
+        path = draw(st.sampled_from(paths))
         parent = event
         for step in path[:-1]:
             parent = parent[step]
