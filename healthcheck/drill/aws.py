@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from healthcheck.lambdas.ssh_canary import NAMESPACE as CANARY_NAMESPACE
 from healthcheck.remediation.policy import HISTORY_TAG, Entry, decode_history
 
-CANARY_NAMESPACE = "Trainguard"
 CANARY_METRIC = "SSHResponsive"
 THAW_UNIT = "trainguard-drill-thaw"
 # The stack's detection_budget_seconds["userspace_freeze"] with its default
 # settings (infra/detection.py; a test keeps the two equal).
-DEFAULT_BUDGET_S = 90
+DEFAULT_BUDGET_S = 110
 DEFAULT_THAW_AFTER_S = 600
 MAX_THAW_AFTER_S = 3600
 
