@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,3 +188,26 @@ def line_server() -> Iterator[Callable[[Callable[[socket.socket, int], None]], L
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full: the kernel drops new SYNs, so nothing answers.
+
+    This is a frozen server's port once its queue has filled, on a host whose kernel is alive.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(2):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    yield port
+    for filler in fillers:
+        filler.close()
+    listener.close()

@@ -128,29 +128,6 @@ def test_a_trickled_banner_is_0_within_the_deadline(cloudwatch, line_server) -> 
     assert time.monotonic() - started < INTERVAL / 2 + 0.5
 
 
-@pytest.fixture
-def full_backlog() -> Iterator[int]:
-    """A loopback port whose accept queue is full, as a frozen sshd's is after ~128 abandoned probes.
-
-    The kernel drops new SYNs, so a connect times out instead of being refused.
-    """
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(2):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-        fillers.append(filler)
-    time.sleep(0.1)
-    yield port
-    for filler in fillers:
-        filler.close()
-    listener.close()
-
-
 def test_a_connect_timeout_on_a_full_accept_queue_is_unresponsive(cloudwatch, full_backlog: int) -> None:
     client, _ = cloudwatch
     event = {"targets": [_target("i-0000000000000000f", full_backlog)], "samples": 1}

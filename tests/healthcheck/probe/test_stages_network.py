@@ -117,29 +117,6 @@ def test_a_host_that_always_closes_is_retried_only_until_the_deadline(line_serve
     assert "attempt" in run.result["stages"][-1]["detail"]
 
 
-@pytest.fixture
-def full_backlog() -> Iterator[int]:
-    """A loopback port whose accept queue is full: the kernel drops new SYNs, so nothing answers.
-
-    This is a frozen server's port once its queue has filled, on a host whose kernel is alive.
-    """
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(2):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-        fillers.append(filler)
-    time.sleep(0.1)
-    yield port
-    for filler in fillers:
-        filler.close()
-    listener.close()
-
-
 def test_silent_port_on_a_live_host_is_hung_with_a_full_queue(full_backlog: int, run_cli) -> None:
     """Issue 9 item 3: the port drops handshakes, the host's kernel answers on another port."""
     started = time.monotonic()
