@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench system-deps vm-deps vm-test drill clean
 
 demo: $(READY) system-deps
 	$(PY) -m healthcheck demo
@@ -18,6 +18,26 @@ lint: $(READY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The drill's VM: Debian's qemu, debootstrap and genisoimage. The image is
+# cached in ~/.cache/trainguard/vm/ (TRAINGUARD_VM_CACHE), keyed by its recipe.
+VM_PACKAGES := qemu-system-x86 qemu-utils debootstrap genisoimage
+
+vm-deps:
+	@missing=""; \
+	for package in $(VM_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Scenario 1 (unguarded) for now; guarded and recovery are listed as pending.
+drill: $(READY) system-deps vm-deps
+	$(SUDO) $(PY) -m healthcheck.drill
+
+vm-test: $(READY) system-deps vm-deps
+	$(PY) -m pytest -m vm tests/vm
 
 bench: $(READY) system-deps
 	$(PY) benchmarks/probe_fleet.py

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TextIO
 
 from healthcheck import __version__
+from healthcheck.drill import command as drill_command
 from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
 from healthcheck.guard import launch as launch_command
 from healthcheck.probe import command as probe_command
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe_command.add_parser(commands)
     reboot_command.add_parser(commands)
     launch_command.add_parser(commands)
+    drill_command.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,70 @@
+"""`python -m healthcheck.drill` (what `make drill` runs): the drill's scenarios in a local VM.
+
+Builds (once) and boots a Debian VM under qemu, reproduces the incident in it,
+prints each scenario's timeline and a summary table, and writes
+drill-results/summary.json with each scenario's evidence beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from healthcheck.drill import timeline
+from healthcheck.drill.image import ImageBuildError, Recipe, ensure_image
+from healthcheck.drill.qemu import VmError, choose_accelerator
+from healthcheck.drill.scenarios import PENDING, Outcome, ScenarioFailed, UnguardedPlan, run_unguarded, write_results
+from healthcheck.status import Status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m healthcheck.drill", description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("drill-results"), help="default: drill-results/")
+    parser.add_argument(
+        "--freeze-goal",
+        type=float,
+        default=UnguardedPlan.freeze_goal_s,
+        metavar="SECONDS",
+        help="stop scenario 1 once sshd has been silent this long and the probe said HUNG (default %(default)s)",
+    )
+    parser.add_argument(
+        "--watch",
+        type=float,
+        default=UnguardedPlan.watch_s,
+        metavar="SECONDS",
+        help="watch scenario 1 at most this long after the workers start (default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        image = ensure_image(Recipe())
+        accelerator = choose_accelerator(image)
+        print(f"drill: scenario 1, unguarded, with {accelerator.description}", flush=True)
+        outcomes: dict[str, Outcome] = {
+            "unguarded": run_unguarded(
+                image, accelerator, UnguardedPlan(freeze_goal_s=args.freeze_goal, watch_s=args.watch)
+            )
+        }
+    except (ImageBuildError, VmError, ScenarioFailed) as error:
+        print(f"drill: error: {error}", file=sys.stderr)
+        return Status.UNKNOWN
+    except KeyboardInterrupt:
+        print("drill: interrupted; the VM is stopped", file=sys.stderr)
+        return Status.UNKNOWN
+    path = write_results(args.results, outcomes)
+    for name, outcome in outcomes.items():
+        print(f"\n{name}:\n{timeline.render_timeline(outcome.events)}")
+    print("\n" + timeline.render_table([outcome.summary for outcome in outcomes.values()]))
+    for name, reason in PENDING.items():
+        print(f"pending: {name}: {reason}")
+    print(f"\nwrote {path}")
+    return Status.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

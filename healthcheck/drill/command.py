@@ -1,0 +1,160 @@
+"""`python -m healthcheck drill i-...`: freeze sshd on a deployed instance and watch trainguard recover it.
+
+The drill runs only on an instance with the managed tag and an SSH alarm, and
+asks first unless --yes. It stops sshd's listener with SIGSTOP through SSM Run
+Command; a timer on the instance sends SIGCONT after --thaw-after seconds
+whatever happens. It then prints, as they happen, the canary's samples, the
+alarm's state changes, the auto-reboot function's decision, the instance's
+state and SSH answering again, and compares them with the detection budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TextIO, TypeVar
+
+from healthcheck.drill.aws import (
+    DEFAULT_BUDGET_S,
+    DEFAULT_THAW_AFTER_S,
+    MAX_THAW_AFTER_S,
+    AwsDrill,
+    DrillRefused,
+    Observations,
+    figures,
+    judge,
+)
+from healthcheck.errors import UsageError
+from healthcheck.probe.ec2 import INSTANCE_ID
+from healthcheck.remediation.policy import RemediationConfigError, managed_tag
+from healthcheck.status import Status
+
+SSH_CHECK_TIMEOUT_S = 5.0
+T = TypeVar("T")
+
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    drill = commands.add_parser(
+        "drill",
+        help="freeze sshd on a deployed instance (SIGSTOP via SSM) and time trainguard's detection and recovery",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 recovered within the budget, 2 not detected or recovered in time, 3 bad input or "
+        "refused. The VM version of the drill, with no AWS account: make drill",
+    )
+    drill.add_argument("instance_id", metavar="INSTANCE_ID", help="the instance, i-...")
+    drill.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    drill.add_argument(
+        "--budget",
+        type=_seconds(1, 3600),
+        default=DEFAULT_BUDGET_S,
+        metavar="SECONDS",
+        help="the stack's detection_budget_seconds.userspace_freeze (`pulumi stack output detection_budget_seconds`;"
+        " default %(default)s, the default settings')",
+    )
+    drill.add_argument(
+        "--thaw-after",
+        type=_seconds(60, MAX_THAW_AFTER_S),
+        default=DEFAULT_THAW_AFTER_S,
+        metavar="SECONDS",
+        help="the instance thaws sshd itself after this long, whatever happens (default %(default)s)",
+    )
+    drill.add_argument("--private", action="store_true", help="check SSH at the private address")
+    drill.add_argument("--region", help="AWS region (default: from the AWS config)")
+    drill.set_defaults(run=run_drill)
+
+
+def _seconds(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be whole seconds, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high} seconds, not {value}")
+        return value
+
+    return parse
+
+
+def run_drill(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin, drill: AwsDrill | None = None) -> int:
+    if not INSTANCE_ID.match(args.instance_id):
+        raise UsageError(f"{args.instance_id!r} is not an instance id: pass one like i-0123456789abcdef0")
+    drill = drill or _drill(args)
+    try:
+        alarm_name, address = _aws_errors_as_usage(drill.preflight)
+    except DrillRefused as refused:
+        raise UsageError(f"refused: {refused}") from None
+    print(f"{args.instance_id}: SSH alarm {alarm_name}; SSH checked at {address}:22", file=out)
+    if not args.yes and not _confirmed(args, out, stdin):
+        print("Nothing done.", file=out)
+        return Status.WARNING
+    try:
+        freeze_at = drill.freeze(args.thaw_after)
+    except DrillRefused as refused:
+        raise UsageError(str(refused)) from None
+    print(f"sshd frozen at {freeze_at:%H:%M:%S} UTC; the instance thaws it by itself in {args.thaw_after}s", file=out)
+    seen = Observations(freeze_at)
+    try:
+        drill.watch(
+            seen,
+            alarm_name,
+            address,
+            until=freeze_at + timedelta(seconds=args.thaw_after + 120),
+            on_event=lambda at, text: print(f"  {at:+7.0f}s  {text}", file=out, flush=True),
+        )
+    except KeyboardInterrupt:
+        drill.thaw()
+        print("interrupted: asked the instance to thaw sshd now", file=out)
+        return Status.UNKNOWN
+    recovered, lines = judge(figures(seen), args.budget)
+    print("\n".join(lines), file=out)
+    return Status.OK if recovered else Status.CRITICAL
+
+
+def _confirmed(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> bool:
+    if not stdin.isatty():
+        raise UsageError(f"not asking on a non-interactive input: pass --yes to freeze sshd on {args.instance_id}")
+    print(
+        f"Freeze sshd on {args.instance_id} (it stays frozen until trainguard reboots it, or {args.thaw_after}s)? "
+        "[y/N] ",
+        end="",
+        file=out,
+        flush=True,
+    )
+    return stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _drill(args: argparse.Namespace) -> AwsDrill:
+    import boto3
+
+    from healthcheck.drill.observe import banner
+    from healthcheck.drill.timeline import BANNER_OK
+
+    try:
+        tag = managed_tag(os.environ)
+    except RemediationConfigError as error:
+        raise UsageError(f"{error}; fix or unset the variable") from None
+    session = boto3.session.Session(region_name=args.region)
+    clients = _aws_errors_as_usage(lambda: [session.client(name) for name in ("ec2", "ssm", "cloudwatch")])
+
+    def ssh_answers(address: str) -> bool:
+        return banner(address, 22, SSH_CHECK_TIMEOUT_S)[0] == BANNER_OK
+
+    ec2, ssm, cloudwatch = clients
+    return AwsDrill(ec2, ssm, cloudwatch, args.instance_id, tag, ssh_answers=ssh_answers, private_address=args.private)
+
+
+def _aws_errors_as_usage(call: Callable[[], T]) -> T:
+    """AWS setup problems, reported as bad input in one line."""
+    from botocore.exceptions import NoCredentialsError, NoRegionError
+
+    try:
+        return call()
+    except NoRegionError:
+        raise UsageError("no AWS region: pass --region or set AWS_REGION") from None
+    except NoCredentialsError:
+        raise UsageError("no AWS credentials: configure them (aws configure) or set AWS_PROFILE") from None
