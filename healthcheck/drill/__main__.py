@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from healthcheck.drill import timeline
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         accelerator = choose_accelerator(image)
         outcomes: dict[str, Outcome] = {}
         plan = UnguardedPlan(freeze_goal_s=args.freeze_goal, watch_s=args.watch)
-        scenarios = {
+        scenarios: dict[str, Callable[[], Outcome]] = {
             "unguarded": lambda: run_unguarded(image, accelerator, plan),
             "guarded": lambda: run_guarded(image, accelerator),
             "recovery": lambda: run_recovery(image, accelerator),
