@@ -135,30 +135,22 @@ def freeze_windows(samples: Sequence[Sample]) -> list[Window]:
 
 
 def longest_silence(samples: Sequence[Sample], after_s: float = 0.0) -> tuple[Window, float] | None:
-    """The longest run of samples with no banner, whatever the kernel check said, and the share of them
-    in which the guest kernel answered (under emulation a thrashing guest sometimes misses the check's
-    deadline too, which splits the strict freeze windows)."""
-    runs: list[list[Sample]] = []
-    current: list[Sample] = []
-    for sample in samples:
-        if sample.at_s >= after_s and sample.banner != BANNER_OK:
-            current.append(sample)
+    """The longest run of samples with no banner, whatever the kernel check said, and the share of them in
+    which the guest kernel answered (a thrashing guest under emulation can miss the check's deadline too,
+    which splits the strict freeze windows)."""
+    best: tuple[Window, float] | None = None
+    run: list[Sample] = []
+    for sample in [*samples, None]:
+        if sample is not None and sample.at_s >= after_s and sample.banner != BANNER_OK:
+            run.append(sample)
             continue
-        if current:
-            runs.append(current)
-        current = []
-    if current:
-        runs.append(current)
-    if not runs:
-        return None
-    following = {id(run[-1]): next((s.at_s for s in samples if s.at_s > run[-1].at_s), None) for run in runs}
-
-    def window(run: list[Sample]) -> Window:
-        end = following[id(run[-1])]
-        return Window(run[0].at_s, end if end is not None else run[-1].at_s + run[-1].banner_s, end is None)
-
-    longest = max(runs, key=lambda run: window(run).seconds)
-    return window(longest), sum(s.kernel_alive for s in longest) / len(longest)
+        if run:
+            end = sample.at_s if sample is not None else run[-1].at_s + run[-1].banner_s
+            window = Window(run[0].at_s, end, open_at_end=sample is None)
+            if best is None or window.seconds > best[0].seconds:
+                best = (window, sum(s.kernel_alive for s in run) / len(run))
+        run = []
+    return best
 
 
 def freeze_seconds(samples: Sequence[Sample], after_s: float = 0.0) -> float | None:

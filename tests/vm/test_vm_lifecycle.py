@@ -28,6 +28,8 @@ def test_an_error_inside_the_block_kills_the_vm(image: Image, accelerator: Accel
     with pytest.raises(RuntimeError, match="boom"), Vm(spec(image, tmp_path), tmp_path / "run", accelerator) as vm:
         pid = vm.pid
         assert vm.running
+        # The monitor answers on its unix socket (scenario 3 resets the guest through it).
+        assert "VM status: running" in vm.monitor("info status")
         raise RuntimeError("boom")
 
     assert not vm.running
