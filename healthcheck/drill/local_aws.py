@@ -18,6 +18,7 @@ Two things differ from an instance, each for a stated reason:
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ class LocalAws:
     def __enter__(self) -> LocalAws:
         from moto.server import ThreadedMotoServer
 
+        # moto's web server logs every request; the drill's output is its timeline.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
