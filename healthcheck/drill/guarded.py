@@ -51,6 +51,8 @@ class GuardedPlan:
     canary_s: float = 20.0
     stagger_s: float = 5.0
     watch_s: float = 150.0
+    # The guard's AWS CLI calls take tens of seconds each under emulation: how long to wait for its email.
+    email_wait_s: float = 180.0
     boot_s: float = 600.0
     # The stack's setup keeps max(1 GiB, 8 %) of RAM out of the training slice (healthcheck.guard.fit), and
     # refuses a 1 GiB machine (it leaves nothing for training): 2 GiB gives the slice about 1 GiB, less than
@@ -125,10 +127,10 @@ def run_guarded(
                     note(launch_at, f"trainguard launch --workers {plan.workers} --fit started, as root over SSH")
                     launch_log = _watch(vm, shell, launch_at, plan, note)
                     samples = list(sampler.samples)
-                guard = shell.run("journalctl -u trainguard-guard.service -o short-monotonic --no-pager", timeout=60)
+                emails = aws.emails(wait_s=plan.email_wait_s, until_first=True)
+                guard = shell.run("sudo journalctl -u trainguard-guard.service -o short-monotonic --no-pager", 60)
                 still_there = aws.object(f"{INSTANCE_ID}/{BEFORE_PRESSURE}")
                 console = vm.console_text()
-            emails = aws.emails()
     except ScenarioFailed as failed:
         raise ScenarioFailed(f"{failed}; the guest's console: {run_dir / 'vm' / 'console.log'}") from None
     finally:

@@ -86,7 +86,7 @@ class LocalAws:
         from moto.server import ThreadedMotoServer
 
         # moto's web server logs every request; the drill's output is its timeline.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # and its traces of what moto lacks
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
@@ -146,8 +146,9 @@ class LocalAws:
             return None
         return body
 
-    def emails(self, wait_s: float = 1.0) -> list[tuple[str, str]]:
-        """The guard's emails so far, as (subject, message), from the topic's SQS inbox."""
+    def emails(self, wait_s: float = 1.0, until_first: bool = False) -> list[tuple[str, str]]:
+        """The topic's emails, as (subject, message), from its SQS inbox: those that come within wait_s, or
+        (until_first) those there once the first has come."""
         sqs = self.client("sqs")
         found: list[tuple[str, str]] = []
         deadline = time.monotonic() + wait_s
@@ -157,5 +158,5 @@ class LocalAws:
                 envelope = json.loads(message["Body"])
                 found.append((envelope.get("Subject", ""), envelope.get("Message", "")))
                 sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
-            if not received.get("Messages") and time.monotonic() >= deadline:
+            if not received.get("Messages") and (time.monotonic() >= deadline or (until_first and found)):
                 return found

@@ -81,6 +81,13 @@ def detection_budget_s() -> int:
     return detection_budget(Detection())["userspace_freeze"]
 
 
+def silent_since(samples: Sequence[timeline.Sample], default: float) -> float:
+    """When sshd's last silence began: the first sample after the last banner (default when none came after)."""
+    answered = [i for i, sample in enumerate(samples) if sample.banner == timeline.BANNER_OK]
+    after = answered[-1] + 1 if answered else 0
+    return samples[after].at_s if after < len(samples) else default
+
+
 def alarm_fires_at(points: Sequence[tuple[float, float]], rule: AlarmRule) -> float | None:
     """When the rule first holds: the time of the datapoint that makes M of the last N periods breach.
 
@@ -369,8 +376,7 @@ def _recovery_outcome(
         events.append((end, f"moto's SNS received the handler's email: {subject}"))
     events.append((end, f"post-mortem kept in moto's S3: {', '.join(record.postmortem) or 'none'}"))
     before_reset = [s for s in record.samples if record.pressure_at <= s.at_s < record.reboot_at]
-    windows = timeline.freeze_windows(before_reset)
-    frozen_from = windows[-1].start_s if windows else record.pressure_at
+    frozen_from = silent_since(before_reset, record.pressure_at)
     detect, reboot_call = record.fired_at - frozen_from, record.reboot_at - frozen_from
     recover = record.recovered_at - record.reboot_at
     word = "within" if reboot_call <= budget else "OVER"

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from healthcheck.drill import recovery
+from healthcheck.drill import recovery, timeline
 from healthcheck.drill.local_aws import BUCKET, LocalAws
 from healthcheck.drill.qemu import Vm
 from healthcheck.lambdas import auto_reboot
@@ -99,3 +99,20 @@ def test_the_handler_reboots_the_vm_through_moto_and_keeps_its_serial_console(aw
     kept = aws.object(console_key) or b""
     assert b"Killed process 612 (systemd-journal)" in kept
     assert aws.emails(wait_s=5), "the handler emailed nobody"
+
+
+def test_the_freeze_starts_after_the_last_banner_not_at_a_gap_in_the_kernels_answers() -> None:
+    def sample(at: float, banner: str, alive: bool = True) -> timeline.Sample:
+        return timeline.Sample(at_s=at, kernel_alive=alive, banner=banner, banner_s=0.5)
+
+    samples = [
+        sample(10.0, timeline.BANNER_OK),
+        sample(11.0, "HUNG"),
+        sample(12.0, timeline.BANNER_OK),
+        sample(13.0, "HUNG"),
+        sample(14.0, "HUNG", alive=False),  # the thrashing kernel misses a reset: still the same silence
+        sample(15.0, "HUNG"),
+    ]
+
+    assert recovery.silent_since(samples, default=0.0) == 13.0
+    assert recovery.silent_since(samples[:3], default=99.0) == 99.0
