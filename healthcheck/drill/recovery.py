@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -322,8 +323,10 @@ def _drive(
                 raise ScenarioFailed(f"could not start the workers: {started.stderr.strip()}")
             note(record.pressure_at, f"{record.workers} workers started together over SSH, outside any slice")
             _remediate(aws, vm, sampler, settings, rule, plan, note, record)
-            record.verdict = _probe(keys, vm.ssh_port, vm, plan, record.reboot_at)
-            note(vm.elapsed(), f"`python -m healthcheck probe` (logging in, host key checked) says {record.verdict}")
+            record.verdict, said = _probe(keys, vm.ssh_port, vm, plan, record.reboot_at)
+            note(
+                vm.elapsed(), f"`python -m healthcheck probe` (logging in, host key checked): {record.verdict}: {said}"
+            )
             check = shell.run(f"sha256sum {RESULTS}", timeout=60)
             record.intact = bool(digest) and check.returncode == 0 and check.stdout.split()[:1] == [digest]
             note(vm.elapsed(), f"results on /data after the reboot: {'intact' if record.intact else 'NOT intact'}")
@@ -440,8 +443,9 @@ def _wait_for_banner(vm: Vm, sampler: Sampler, since: float, plan: RecoveryPlan)
     raise ScenarioFailed(f"sshd did not answer within {plan.recover_s:.0f}s of the reboot")
 
 
-def _probe(keys: Keys, port: int, vm: Vm, plan: RecoveryPlan, since: float) -> str:
-    """`python -m healthcheck probe` with login, host key checked strictly, until HEALTHY or time is up."""
+def _probe(keys: Keys, port: int, vm: Vm, plan: RecoveryPlan, since: float) -> tuple[str, str]:
+    """`python -m healthcheck probe` with login, host key checked strictly, until it logs in or time is up:
+    (verdict, summary)."""
     command = [
         sys.executable,
         "-m",
@@ -460,11 +464,13 @@ def _probe(keys: Keys, port: int, vm: Vm, plan: RecoveryPlan, since: float) -> s
         "strict",
         f"127.0.0.1:{port}",
     ]
-    verdict = "PROBE_ERROR"
+    verdict, summary = "PROBE_ERROR", ""
     while vm.running and vm.elapsed() - since < plan.recover_s:
         done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
         verdict = _verdict(done.stdout)
+        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+            summary = str(json.loads(done.stdout)["results"][0]["summary"])
         if verdict in ("HEALTHY", "DEGRADED"):
-            return verdict
+            break
         time.sleep(3.0)
-    return verdict
+    return verdict, summary
