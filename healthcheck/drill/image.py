@@ -193,9 +193,6 @@ def _build(recipe: Recipe, staging: Path, log: TextIO) -> None:
     _step(
         "debootstrap",
         [
-            "nice",
-            "-n",
-            "5",
             "debootstrap",
             "--variant=minbase",
             f"--include={','.join(recipe.packages)}",
@@ -261,7 +258,8 @@ def _remove_unmounted(folder: Path) -> None:
 
 def _step(name: str, command: list[str], log: TextIO, env: dict[str, str] | None = None) -> None:
     print(f"drill: image: {name}", file=log, flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    # nice: other work on the machine (tests, other engineers) keeps some CPU.
+    done = subprocess.run(["nice", "-n", "5", *command], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
         raise ImageBuildError(f"{name} failed (exit {done.returncode}):\n" + "\n".join(tail))

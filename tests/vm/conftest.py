@@ -35,8 +35,13 @@ def vm_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def no_stray_qemu() -> Iterator[None]:
+    """None of this test's VMs outlives it: a qemu we started is our child until it is reaped.
+
+    Only our own children count: other sessions on the machine may run drill VMs of their own.
+    """
     yield
-    strays = subprocess.run(["pgrep", "-f", f"process={VM_NAME}"], capture_output=True, text=True, check=False)
+    ours = ["pgrep", "-P", str(os.getpid()), "-f", f"process={VM_NAME}"]
+    strays = subprocess.run(ours, capture_output=True, text=True, check=False)
     assert strays.stdout == "", f"qemu processes left behind: {strays.stdout.split()}"
 
 
