@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         image = ensure_image(Recipe())
         accelerator = choose_accelerator(image)
         outcomes: dict[str, Outcome] = {}
+        failures: list[str] = []
         plan = UnguardedPlan(freeze_goal_s=args.freeze_goal, watch_s=args.watch)
         scenarios: dict[str, Callable[[], Outcome]] = {
             "unguarded": lambda: run_unguarded(image, accelerator, plan),
@@ -67,9 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             print(f"drill: scenario {number}, {name}, with {accelerator.description}", flush=True)
             started = time.monotonic()
-            outcomes[name] = run()
+            try:
+                outcomes[name] = run()
+            except ScenarioFailed as failed:  # the other scenarios still run, and what they found is written
+                failures.append(f"scenario {number}, {name}: {failed}")
+                print(f"drill: error: {failures[-1]}", file=sys.stderr, flush=True)
+                continue
             print(f"drill: scenario {number}, {name}, took {time.monotonic() - started:.0f}s", flush=True)
-    except (ImageBuildError, VmError, ScenarioFailed) as error:
+    except (ImageBuildError, VmError) as error:
         print(f"drill: error: {error}", file=sys.stderr)
         return Status.UNKNOWN
     except KeyboardInterrupt:
@@ -80,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{name}:\n{timeline.render_timeline(outcome.events)}")
     print("\n" + timeline.render_table([outcome.summary for outcome in outcomes.values()]))
     print(f"\nwrote {path}")
-    return Status.OK
+    for failure in failures:
+        print(f"drill: failed: {failure}", file=sys.stderr)
+    return Status.CRITICAL if failures else Status.OK
 
 
 if __name__ == "__main__":

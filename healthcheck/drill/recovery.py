@@ -35,7 +35,7 @@ from types import SimpleNamespace
 from typing import Any, TextIO
 
 from healthcheck.drill import timeline
-from healthcheck.drill.guest import SETUP_COMMANDS, USER, GuestShell, Keys, guest_files, worker_start_command
+from healthcheck.drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShell, Keys, guest_files
 from healthcheck.drill.image import Image, cache_root
 from healthcheck.drill.local_aws import BUCKET, LocalAws
 from healthcheck.drill.observe import Sampler, _verdict
@@ -48,6 +48,19 @@ RESULTS = "/data/results/checkpoint-epoch-3.txt"
 # EC2 keeps the last 64 KB of an instance's console output (GetConsoleOutput, Latest=true).
 CONSOLE_BYTES = 64 * 1024
 INSTANCE_TYPE = "g5.xlarge"
+
+
+def restarting_workers_command(count: int, step_mib: int = 4, limit_mib: int = 350) -> str:
+    """Start `count` workers outside any slice, each restarted 2 s after it dies, as a job with retries is.
+
+    Without the restarts two kernel OOM kills could leave room for the rest (seen here once the host was
+    idle), and the freeze this scenario recovers from would end on its own before the alarm.
+    """
+    worker = f"python3 {WORKER_PATH} '$i' {step_mib} {limit_mib}"
+    return (
+        f"for i in $(seq 0 {count - 1}); do "
+        f"nohup sh -c 'while true; do {worker}; sleep 2; done' >/dev/null 2>&1 </dev/null & echo $!; done"
+    )
 
 
 @dataclass(frozen=True)
@@ -316,12 +329,15 @@ def _drive(
             written = shell.run(f"seq 1 200000 >{RESULTS} && sync && sha256sum {RESULTS}")
             digest = written.stdout.split()[0] if written.returncode == 0 else ""
             note(vm.elapsed(), f"results written to /data before the pressure: {RESULTS} sha256 {digest[:12]}")
-            started = shell.run(worker_start_command(plan.workers))
+            started = shell.run(restarting_workers_command(plan.workers))
             record.pressure_at = vm.elapsed()
             record.workers = len([word for word in started.stdout.split() if word.isdigit()])
             if started.returncode != 0 or not record.workers:
                 raise ScenarioFailed(f"could not start the workers: {started.stderr.strip()}")
-            note(record.pressure_at, f"{record.workers} workers started together over SSH, outside any slice")
+            note(
+                record.pressure_at,
+                f"{record.workers} workers started together over SSH, outside any slice, each restarted when killed",
+            )
             _remediate(aws, vm, sampler, settings, rule, plan, note, record)
             record.verdict, said = _probe(keys, vm.ssh_port, vm, plan, record.reboot_at)
             note(
