@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from healthcheck.drill import timeline
+from healthcheck.drill.guarded import run_guarded
 from healthcheck.drill.image import ImageBuildError, Recipe, ensure_image
 from healthcheck.drill.qemu import VmError, choose_accelerator
-from healthcheck.drill.scenarios import PENDING, Outcome, ScenarioFailed, UnguardedPlan, run_unguarded, write_results
+from healthcheck.drill.recovery import run_recovery
+from healthcheck.drill.scenarios import Outcome, ScenarioFailed, UnguardedPlan, run_unguarded, write_results
 from healthcheck.status import Status
 
 
@@ -36,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="watch scenario 1 at most this long after the workers start (default %(default)s)",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=timeline.SCENARIOS,
+        default=list(timeline.SCENARIOS),
+        metavar="SCENARIO",
+        help="run only these scenarios: unguarded, guarded, recovery (default: all three)",
+    )
     return parser
 
 
@@ -44,13 +55,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         image = ensure_image(Recipe())
         accelerator = choose_accelerator(image)
-        print(f"drill: scenario 1, unguarded, with {accelerator.description}", flush=True)
-        outcomes: dict[str, Outcome] = {
-            "unguarded": run_unguarded(
-                image, accelerator, UnguardedPlan(freeze_goal_s=args.freeze_goal, watch_s=args.watch)
-            )
+        outcomes: dict[str, Outcome] = {}
+        failures: list[str] = []
+        plan = UnguardedPlan(freeze_goal_s=args.freeze_goal, watch_s=args.watch)
+        scenarios: dict[str, Callable[[], Outcome]] = {
+            "unguarded": lambda: run_unguarded(image, accelerator, plan),
+            "guarded": lambda: run_guarded(image, accelerator),
+            "recovery": lambda: run_recovery(image, accelerator),
         }
-    except (ImageBuildError, VmError, ScenarioFailed) as error:
+        for number, (name, run) in enumerate(scenarios.items(), start=1):
+            if name not in args.only:
+                continue
+            print(f"drill: scenario {number}, {name}, with {accelerator.description}", flush=True)
+            started = time.monotonic()
+            try:
+                outcomes[name] = run()
+            except ScenarioFailed as failed:  # the other scenarios still run, and what they found is written
+                failures.append(f"scenario {number}, {name}: {failed}")
+                print(f"drill: error: {failures[-1]}", file=sys.stderr, flush=True)
+                continue
+            print(f"drill: scenario {number}, {name}, took {time.monotonic() - started:.0f}s", flush=True)
+    except (ImageBuildError, VmError) as error:
         print(f"drill: error: {error}", file=sys.stderr)
         return Status.UNKNOWN
     except KeyboardInterrupt:
@@ -60,10 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, outcome in outcomes.items():
         print(f"\n{name}:\n{timeline.render_timeline(outcome.events)}")
     print("\n" + timeline.render_table([outcome.summary for outcome in outcomes.values()]))
-    for name, reason in PENDING.items():
-        print(f"pending: {name}: {reason}")
     print(f"\nwrote {path}")
-    return Status.OK
+    for failure in failures:
+        print(f"drill: failed: {failure}", file=sys.stderr)
+    return Status.CRITICAL if failures else Status.OK
 
 
 if __name__ == "__main__":

@@ -132,6 +132,12 @@ def choose_accelerator(image: Image, probe_seconds: float = 20.0) -> Accelerator
     return Accelerator(TCG.args, "TCG emulation (/dev/kvm opens, but a KVM guest did not boot)")
 
 
+def relay_command(host_port: int) -> str:
+    """What qemu runs per guest connection to a guestfwd address: the relay to 127.0.0.1:host_port (one per
+    connection; a `tcp:` chardev would be one connection for the whole run)."""
+    return f"{sys.executable} -m healthcheck.drill.relay {host_port}"
+
+
 def qemu_command(spec: VmSpec, run_dir: Path, accelerator: Accelerator, ssh_port: int, alive_port: int) -> list[str]:
     """The qemu command line (pure): every port bound to 127.0.0.1, the guest restricted to loopback services."""
     throttle = spec.throttle.options()
@@ -143,7 +149,7 @@ def qemu_command(spec: VmSpec, run_dir: Path, accelerator: Accelerator, ssh_port
         f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         f"hostfwd=tcp:127.0.0.1:{alive_port}-:{CLOSED_GUEST_PORT}",
         *(
-            f"guestfwd=tcp:{forward.guest_address}:{forward.guest_port}-tcp:127.0.0.1:{forward.host_port}"
+            f"guestfwd=tcp:{forward.guest_address}:{forward.guest_port}-cmd:{relay_command(forward.host_port)}"
             for forward in spec.guest_forwards
         ),
     ]

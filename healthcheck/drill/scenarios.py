@@ -1,4 +1,4 @@
-"""The drill's scenarios in the VM. Scenario 1 (unguarded) runs now; guarded and recovery plug in here.
+"""The drill's scenario 1 (unguarded) and what every scenario shares; scenario 2 is in guarded.py, 3 in recovery.py.
 
 Each scenario boots a fresh VM (a new overlay over the cached image), observes
 it from the host, and returns its summary object and readable timeline.
@@ -23,13 +23,6 @@ from healthcheck.drill.observe import ProbeLoop, Sampler
 from healthcheck.drill.qemu import Accelerator, Vm, VmSpec, remove_run_dir
 from healthcheck.drill.seed import drill_cloud_config, user_data, write_seed_iso
 from healthcheck.drill.timeline import BANNER_OK, Sample
-
-# Scenarios that need other issues' work: the on-instance bundle and guard
-# (issues 8 and 10), the push and pull (issue 11), the remediation handlers (issue 9).
-PENDING = {
-    "guarded": "needs the training slice, earlyoom and `trainguard launch` (issues 8, 10)",
-    "recovery": "needs the canary and auto-reboot changes and `pull` (issues 9, 11)",
-}
 
 
 @dataclass(frozen=True)
