@@ -95,11 +95,13 @@ def detection_budget_s() -> int:
     return detection_budget(Detection())["userspace_freeze"]
 
 
-def silent_since(samples: Sequence[timeline.Sample], default: float) -> float:
-    """When sshd's last silence began: the first sample after the last banner (default when none came after)."""
-    answered = [i for i, sample in enumerate(samples) if sample.banner == timeline.BANNER_OK]
-    after = answered[-1] + 1 if answered else 0
-    return samples[after].at_s if after < len(samples) else default
+def first_counted_failure(points: Sequence[tuple[float, float]], rule: AlarmRule, fired_at: float) -> float:
+    """The earliest breaching point among the N periods the alarm evaluated when it fired: where detection
+    starts counting (sshd can answer once between silences, so "after the last banner" can come after it)."""
+    last_slot = math.floor(fired_at / rule.period_s)
+    window = range(last_slot - rule.evaluation_periods + 1, last_slot + 1)
+    failing = [at for at, value in points if math.floor(at / rule.period_s) in window and value < rule.threshold]
+    return min(failing, default=fired_at)
 
 
 def alarm_fires_at(points: Sequence[tuple[float, float]], rule: AlarmRule) -> float | None:
@@ -250,6 +252,7 @@ class _Record:
     pressure_at: float = 0.0
     workers: int = 0
     fired_at: float = 0.0
+    failing_since: float = 0.0
     reboot_at: float = 0.0
     recovered_at: float = 0.0
     verdict: str = ""
@@ -371,6 +374,8 @@ def _remediate(
     clients = Clients(aws.region, ec2=ec2, **{name: aws.client(name) for name in services})
     with CanaryLoop(record.instance_id, vm.ssh_port, aws.client("cloudwatch"), vm.elapsed) as canary:
         record.fired_at = _wait_for_alarm(vm, canary, rule, record.pressure_at, plan, note)
+        points = [(sample.at_s, 1.0 if sample.responsive else 0.0) for sample in canary.samples]
+        record.failing_since = first_counted_failure(points, rule, record.fired_at)
         note(
             record.fired_at,
             f"the stack's rule ({rule.datapoints_to_alarm} of {rule.evaluation_periods} slots of {rule.period_s}s"
@@ -395,14 +400,15 @@ def _recovery_outcome(
         events.append((end, f"moto's SNS received the handler's email: {subject}"))
     events.append((end, f"post-mortem kept in moto's S3: {', '.join(record.postmortem) or 'none'}"))
     before_reset = [s for s in record.samples if record.pressure_at <= s.at_s < record.reboot_at]
-    frozen_from = silent_since(before_reset, record.pressure_at)
+    frozen_from = record.failing_since
     detect, reboot_call = record.fired_at - frozen_from, record.reboot_at - frozen_from
     recover = record.recovered_at - record.reboot_at
     word = "within" if reboot_call <= budget else "OVER"
     events.append(
         (
             record.reboot_at,
-            f"from the freeze's start ({frozen_from:.0f}s): detect {detect:.0f}s, reboot call {reboot_call:.0f}s,"
+            f"from the first failing sample the alarm counted ({frozen_from:.0f}s): detect {detect:.0f}s,"
+            f" reboot call {reboot_call:.0f}s,"
             f" {word} detection_budget_seconds.userspace_freeze = {budget}s (the budget includes CloudWatch's"
             " evaluation delay, which the rule computed here has not)",
         )

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from healthcheck.drill import recovery, timeline
+from healthcheck.drill import recovery
 from healthcheck.drill.local_aws import BUCKET, LocalAws
 from healthcheck.drill.qemu import Vm
 from healthcheck.lambdas import auto_reboot
@@ -101,18 +101,13 @@ def test_the_handler_reboots_the_vm_through_moto_and_keeps_its_serial_console(aw
     assert aws.emails(wait_s=5), "the handler emailed nobody"
 
 
-def test_the_freeze_starts_after_the_last_banner_not_at_a_gap_in_the_kernels_answers() -> None:
-    def sample(at: float, banner: str, alive: bool = True) -> timeline.Sample:
-        return timeline.Sample(at_s=at, kernel_alive=alive, banner=banner, banner_s=0.5)
+def test_detection_counts_from_the_first_failing_sample_in_the_window_that_fired() -> None:
+    # As in a real run: failures from 120 s, one banner at 170 s between silences, the rule holds at 180 s.
+    points = [(float(t), 1.0) for t in range(70, 120, 10)]
+    points += [(float(t), 0.0) for t in (120, 130, 140, 150, 160, 180)] + [(170.0, 1.0)]
 
-    samples = [
-        sample(10.0, timeline.BANNER_OK),
-        sample(11.0, "HUNG"),
-        sample(12.0, timeline.BANNER_OK),
-        sample(13.0, "HUNG"),
-        sample(14.0, "HUNG", alive=False),  # the thrashing kernel misses a reset: still the same silence
-        sample(15.0, "HUNG"),
-    ]
-
-    assert recovery.silent_since(samples, default=0.0) == 13.0
-    assert recovery.silent_since(samples[:3], default=99.0) == 99.0
+    fired = recovery.alarm_fires_at(points, RULE)
+    assert fired == 180.0
+    assert recovery.first_counted_failure(points, RULE, fired) == 120.0
+    # A failure outside the N-slot window is not where this detection began.
+    assert recovery.first_counted_failure([(30.0, 0.0), *points], RULE, fired) == 120.0
