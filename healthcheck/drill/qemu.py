@@ -26,6 +26,7 @@ from types import FrameType, TracebackType
 from typing import TextIO
 
 from healthcheck.drill.image import Image
+from healthcheck.probe.sandbox import free_ports
 
 QEMU = "qemu-system-x86_64"
 # Marks our qemu processes, so the sweep never touches anyone else's.
@@ -246,7 +247,7 @@ class Vm:
         self.spec = spec
         self.run_dir = run_dir
         self.accelerator = accelerator
-        self.ssh_port, self.alive_port = _free_loopback_ports(2)
+        self.ssh_port, self.alive_port = free_ports(2)
         self._log = log
         self._clock = clock
         self._process: subprocess.Popen[bytes] | None = None
@@ -395,18 +396,6 @@ def _read_until(sock: socket.socket, marker: bytes) -> bytes:
             break
         received += chunk
     return received
-
-
-def _free_loopback_ports(count: int) -> list[int]:
-    holders = []
-    for _ in range(count):
-        holder = socket.socket()
-        holder.bind(("127.0.0.1", 0))
-        holders.append(holder)
-    ports = [holder.getsockname()[1] for holder in holders]
-    for holder in holders:
-        holder.close()
-    return ports
 
 
 def _read_pid(path: Path) -> int | None:
