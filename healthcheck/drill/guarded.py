@@ -16,20 +16,18 @@ import hashlib
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from healthcheck.drill import timeline
 from healthcheck.drill.guest import SETUP_COMMANDS, WORKER_PATH, GuestShell, Keys, guest_files
-from healthcheck.drill.image import Image, cache_root
+from healthcheck.drill.image import Image
 from healthcheck.drill.local_aws import INSTANCE_ID, LocalAws, guest_aws_files
 from healthcheck.drill.observe import Sampler
 from healthcheck.drill.qemu import Accelerator, Vm, VmSpec, remove_run_dir
-from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher
+from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, start_run
 from healthcheck.drill.seed import drill_cloud_config, user_data, write_seed_iso
 
 RESULTS_DIR = "/data/results"  # the data volume's results folder (mount-data makes it on an instance)
@@ -84,14 +82,7 @@ def run_guarded(
     image: Image, accelerator: Accelerator, plan: GuardedPlan = GuardedPlan(), log: TextIO = sys.stderr
 ) -> Outcome:
     """Scenario 2: the guarded host. sshd must answer throughout; the slice, not the kernel, takes the kills."""
-    runs = cache_root() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="guarded-", dir=runs))
-    events: list[tuple[float, str]] = []
-
-    def note(at: float, text: str) -> None:
-        events.append((at, text))
-        print(f"  {at:+8.1f}s  {text}", file=log, flush=True)
+    run_dir, events, note = start_run("guarded", log)
 
     try:
         with LocalAws() as aws:

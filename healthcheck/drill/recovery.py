@@ -24,7 +24,6 @@ import math
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,11 +35,11 @@ from typing import Any, TextIO
 
 from healthcheck.drill import timeline
 from healthcheck.drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShell, Keys, guest_files
-from healthcheck.drill.image import Image, cache_root
+from healthcheck.drill.image import Image
 from healthcheck.drill.local_aws import BUCKET, LocalAws
 from healthcheck.drill.observe import Sampler, _verdict
 from healthcheck.drill.qemu import Accelerator, Vm, VmSpec, remove_run_dir
-from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher
+from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, start_run
 from healthcheck.drill.seed import drill_cloud_config, user_data, write_seed_iso
 from healthcheck.lambdas import ssh_canary
 
@@ -268,14 +267,7 @@ def run_recovery(
 ) -> Outcome:
     """Scenario 3: freeze, detection by the stack's rule, the auto-reboot handler, recovery; figures vs budget."""
     rule, budget = ssh_alarm_rule(), detection_budget_s()
-    runs = cache_root() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="recovery-", dir=runs))
-    events: list[tuple[float, str]] = []
-
-    def note(at: float, text: str) -> None:
-        events.append((at, text))
-        print(f"  {at:+8.1f}s  {text}", file=log, flush=True)
+    run_dir, events, note = start_run("recovery", log)
 
     record = _Record()
     try:

@@ -24,6 +24,21 @@ from healthcheck.drill.qemu import Accelerator, Vm, VmSpec, remove_run_dir
 from healthcheck.drill.seed import drill_cloud_config, user_data, write_seed_iso
 from healthcheck.drill.timeline import BANNER_OK, Sample
 
+Note = Callable[[float, str], None]
+
+
+def start_run(name: str, log: TextIO) -> tuple[Path, list[tuple[float, str]], Note]:
+    """A scenario's own folder under the cache's runs/, its timeline, and `note`, which adds to it and prints."""
+    runs = cache_root() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    events: list[tuple[float, str]] = []
+
+    def note(at: float, text: str) -> None:
+        events.append((at, text))
+        print(f"  {at:+8.1f}s  {text}", file=log, flush=True)
+
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=runs)), events, note
+
 
 @dataclass(frozen=True)
 class UnguardedPlan:
@@ -62,14 +77,7 @@ def run_unguarded(
     stack_user_data: str | None = None,
 ) -> Outcome:
     """Scenario 1: the incident. Workers started together over SSH, outside any slice, until sshd freezes."""
-    runs = cache_root() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="unguarded-", dir=runs))
-    events: list[tuple[float, str]] = []
-
-    def note(at: float, text: str) -> None:
-        events.append((at, text))
-        print(f"  {at:+8.1f}s  {text}", file=log, flush=True)
+    run_dir, events, note = start_run("unguarded", log)
 
     try:
         keys = Keys.generate(run_dir / "keys")
