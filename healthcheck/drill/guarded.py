@@ -189,11 +189,15 @@ def _check_setup(shell: GuestShell, elapsed: Callable[[], float], note: Callable
 def _push_before_pressure(
     shell: GuestShell, aws: LocalAws, elapsed: Callable[[], float], note: Callable[[float, str], None]
 ) -> bytes | None:
-    """Write a result, run the push as its timer would, and read it back from moto's S3."""
+    """Write a result, run the push as its timer would, and read it back from moto's S3.
+
+    The push holds back files modified in the last 30 s (they may be half written), so the result is
+    dated two minutes back, as one written before the last timer round would be.
+    """
     content = f"results written at {time.time():.0f}, before any pressure\n".encode()
     path = f"{RESULTS_DIR}/{BEFORE_PRESSURE}"
     pushed = shell.run(
-        f"printf %s '{content.decode().strip()}' >{path} && echo >>{path}"
+        f"printf %s '{content.decode().strip()}' >{path} && echo >>{path} && touch -d '2 minutes ago' {path}"
         " && sudo systemctl start trainguard-push-results.service",
         timeout=180,
     )
