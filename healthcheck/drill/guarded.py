@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from healthcheck.drill import timeline
-from healthcheck.drill.guest import SETUP_COMMANDS, WORKER_PATH, GuestShell, Keys, guest_files
+from healthcheck.drill.guest import SETUP_COMMANDS, WORKER_PATH, GuestShell, guest_files
 from healthcheck.drill.image import Image
 from healthcheck.drill.local_aws import INSTANCE_ID, LocalAws, guest_aws_files
 from healthcheck.drill.observe import Sampler
-from healthcheck.drill.qemu import Accelerator, Vm, VmSpec, remove_run_dir
-from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, start_run
-from healthcheck.drill.seed import drill_cloud_config, user_data, write_seed_iso
+from healthcheck.drill.qemu import Accelerator, Vm, remove_run_dir
+from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, guest_vm, start_run
 
 RESULTS_DIR = "/data/results"  # the data volume's results folder (mount-data makes it on an instance)
 BEFORE_PRESSURE = "before-pressure.txt"
@@ -87,19 +86,16 @@ def run_guarded(
     try:
         with LocalAws() as aws:
             bundle = aws.publish_bundle()
-            keys = Keys.generate(run_dir / "keys")
-            commands = [*SETUP_COMMANDS, f"install -d -o ubuntu {RESULTS_DIR}"]
-            drill_part = drill_cloud_config(keys.access(), {**guest_files(), **guest_aws_files()}, commands)
-            seed = write_seed_iso(
-                run_dir / "seed.iso", user_data(drill_part, aws.user_data(bundle)), instance_id=f"drill-{run_dir.name}"
-            )
-            spec = VmSpec(
-                image=image,
-                seed_iso=seed,
+            keys, spec = guest_vm(
+                run_dir,
+                image,
+                files={**guest_files(), **guest_aws_files()},
+                commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {RESULTS_DIR}"],
                 memory_mib=plan.memory_mib,
                 cpus=plan.cpus,
-                guest_forwards=(aws.forward(),),
                 time_limit_s=plan.boot_s + plan.watch_s + 300,
+                stack_user_data=aws.user_data(bundle),
+                guest_forwards=(aws.forward(),),
             )
             with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
                 note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")

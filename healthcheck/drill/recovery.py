@@ -38,9 +38,8 @@ from healthcheck.drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShel
 from healthcheck.drill.image import Image
 from healthcheck.drill.local_aws import BUCKET, LocalAws
 from healthcheck.drill.observe import Sampler, _verdict
-from healthcheck.drill.qemu import Accelerator, Vm, VmSpec, remove_run_dir
-from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, start_run
-from healthcheck.drill.seed import drill_cloud_config, user_data, write_seed_iso
+from healthcheck.drill.qemu import Accelerator, Vm, remove_run_dir
+from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, guest_vm, start_run
 from healthcheck.lambdas import ssh_canary
 
 RESULTS = "/data/results/checkpoint-epoch-3.txt"
@@ -300,16 +299,11 @@ def _drive(
 
     settings = RemediationSettings(topic_arn=aws.topic_arn, bucket=BUCKET)
     record.instance_id = managed_instance(aws, settings.boot_grace)
-    keys = Keys.generate(run_dir / "keys")
-    commands = [*SETUP_COMMANDS, f"install -d -o {USER} /data/results"]
-    seed = write_seed_iso(
-        run_dir / "seed.iso",
-        user_data(drill_cloud_config(keys.access(), guest_files(), commands)),
-        instance_id=f"drill-{run_dir.name}",
-    )
-    spec = VmSpec(
-        image=image,
-        seed_iso=seed,
+    keys, spec = guest_vm(
+        run_dir,
+        image,
+        files=guest_files(),
+        commands=[*SETUP_COMMANDS, f"install -d -o {USER} /data/results"],
         memory_mib=plan.memory_mib,
         cpus=plan.cpus,
         time_limit_s=plan.boot_s + plan.watch_s + plan.recover_s + 120,

@@ -11,7 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -20,8 +20,8 @@ from healthcheck.drill import timeline
 from healthcheck.drill.guest import SETUP_COMMANDS, GuestShell, Keys, guest_files, worker_start_command
 from healthcheck.drill.image import Image, cache_root
 from healthcheck.drill.observe import ProbeLoop, Sampler
-from healthcheck.drill.qemu import Accelerator, Vm, VmSpec, remove_run_dir
-from healthcheck.drill.seed import drill_cloud_config, user_data, write_seed_iso
+from healthcheck.drill.qemu import Accelerator, GuestForward, Vm, VmSpec, remove_run_dir
+from healthcheck.drill.seed import GuestFile, drill_cloud_config, user_data, write_seed_iso
 from healthcheck.drill.timeline import BANNER_OK, Sample
 
 Note = Callable[[float, str], None]
@@ -38,6 +38,36 @@ def start_run(name: str, log: TextIO) -> tuple[Path, list[tuple[float, str]], No
         print(f"  {at:+8.1f}s  {text}", file=log, flush=True)
 
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=runs)), events, note
+
+
+def guest_vm(
+    run_dir: Path,
+    image: Image,
+    *,
+    files: Mapping[str, GuestFile],
+    commands: list[str],
+    memory_mib: int,
+    cpus: int,
+    time_limit_s: float,
+    stack_user_data: str | None = None,
+    guest_forwards: tuple[GuestForward, ...] = (),
+) -> tuple[Keys, VmSpec]:
+    """A scenario's guest: its keys, its NoCloud seed (the drill's part, then the stack's user data) and its VM."""
+    keys = Keys.generate(run_dir / "keys")
+    seed = write_seed_iso(
+        run_dir / "seed.iso",
+        user_data(drill_cloud_config(keys.access(), files, commands), stack_user_data),
+        instance_id=f"drill-{run_dir.name}",
+    )
+    spec = VmSpec(
+        image=image,
+        seed_iso=seed,
+        memory_mib=memory_mib,
+        cpus=cpus,
+        guest_forwards=guest_forwards,
+        time_limit_s=time_limit_s,
+    )
+    return keys, spec
 
 
 @dataclass(frozen=True)
@@ -80,18 +110,15 @@ def run_unguarded(
     run_dir, events, note = start_run("unguarded", log)
 
     try:
-        keys = Keys.generate(run_dir / "keys")
-        seed = write_seed_iso(
-            run_dir / "seed.iso",
-            user_data(drill_cloud_config(keys.access(), guest_files(), SETUP_COMMANDS), stack_user_data),
-            instance_id=f"drill-{run_dir.name}",
-        )
-        spec = VmSpec(
-            image=image,
-            seed_iso=seed,
+        keys, spec = guest_vm(
+            run_dir,
+            image,
+            files=guest_files(),
+            commands=SETUP_COMMANDS,
             memory_mib=plan.memory_mib,
             cpus=plan.cpus,
             time_limit_s=plan.boot_s + plan.watch_s + 120,
+            stack_user_data=stack_user_data,
         )
         with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
             note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")
