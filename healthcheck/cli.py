@@ -1,14 +1,16 @@
 """Command line: `python -m healthcheck COMMAND`. main() returns the exit status instead of exiting.
 
 Each command's module adds its own parser and names the function that runs
-it. What a command needs (paramiko, tenacity, boto3) is imported only when
-that command runs, so the package starts on a bare Python.
+it. Only the module of the command being run is imported (every one for the
+top-level --help), and what a command needs (paramiko, tenacity, boto3) only
+when it runs, so the package starts fast and on a bare Python.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import signal
 import sys
 import threading
@@ -17,13 +19,18 @@ from types import FrameType
 from typing import TextIO
 
 from healthcheck import __version__
-from healthcheck.drill import command as drill_command
 from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
-from healthcheck.guard import launch as launch_command
-from healthcheck.probe import command as probe_command
-from healthcheck.pull import command as pull_command
-from healthcheck.remediation import command as reboot_command
 from healthcheck.status import Status
+
+# Each command and the module whose add_parser() adds it, in the order --help lists them.
+COMMAND_MODULES = {
+    "probe": "healthcheck.probe.command",
+    "demo": "healthcheck.probe.command",
+    "reboot": "healthcheck.remediation.command",
+    "launch": "healthcheck.guard.launch",
+    "pull": "healthcheck.pull.command",
+    "drill": "healthcheck.drill.command",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,29 +40,30 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: with only its command's module imported when argv starts with a command, else all."""
     parser = _Parser(prog="python -m healthcheck", description="trainguard health checks for training hosts.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    probe_command.add_parser(commands)
-    reboot_command.add_parser(commands)
-    launch_command.add_parser(commands)
-    pull_command.add_parser(commands)
-    drill_command.add_parser(commands)
+    named = argv[0] if argv else ""
+    modules = [COMMAND_MODULES[named]] if named in COMMAND_MODULES else dict.fromkeys(COMMAND_MODULES.values())
+    for module in modules:
+        importlib.import_module(module).add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit status instead of exiting.
 
-    Ctrl-C exits 130 and SIGTERM 143 (128 + the signal's number, as shells
-    report them), with one line on stderr and no traceback; a command that
+    Ctrl-C exits 130, SIGTERM 143 and SIGHUP 129 (128 + the signal's number,
+    as shells report them), with one line on stderr and no traceback; a command that
     was interrupted mid-run prints what had finished first.
     """
     out = out or sys.stdout
-    with _sigterm_raises():
+    with _termination_raises():
         try:
-            args = build_parser().parse_args(argv)
+            argv = sys.argv[1:] if argv is None else argv
+            args = build_parser(argv).parse_args(argv)
             return int(args.run(args, out))
         except UsageError as error:
             print(f"healthcheck: error: {error}", file=sys.stderr)
@@ -68,17 +76,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While a command runs, SIGTERM raises Terminated in the main thread, as SIGINT raises KeyboardInterrupt."""
+def _termination_raises() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise Terminated in the main thread, as SIGINT raises
+    KeyboardInterrupt, so every command cleans up as it does on Ctrl-C. A signal ignored on purpose (nohup
+    ignores SIGHUP) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        raise Terminated
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    caught = [number for number in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(number) is not signal.SIG_IGN]
+    previous = {number: signal.signal(number, terminate) for number in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -10,14 +10,32 @@ class UsageError(Exception):
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread as Python raises KeyboardInterrupt for SIGINT."""
+    """SIGTERM or SIGHUP (a closed terminal), raised in the main thread as Python raises KeyboardInterrupt
+    for SIGINT."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signal.Signals(signum)
 
 
 def interrupted_exit_status(cause: BaseException) -> int:
-    """What a shell expects from a command a signal stopped: 128 + the signal's number (130, 143)."""
-    number = signal.SIGTERM if isinstance(cause, Terminated) else signal.SIGINT
+    """What a shell expects from a command a signal stopped: 128 + the signal's number (130, 143, 129)."""
+    number = cause.signum if isinstance(cause, Terminated) else signal.SIGINT
     return 128 + int(number)
 
 
 def signal_name(cause: BaseException) -> str:
-    return "SIGTERM" if isinstance(cause, Terminated) else "SIGINT (Ctrl-C)"
+    return cause.signum.name if isinstance(cause, Terminated) else "SIGINT (Ctrl-C)"
+
+
+def no_aws_credentials(purpose: str) -> UsageError:
+    """The one way every command says it found no AWS credentials, naming what it needed them for."""
+    return UsageError(
+        f"no AWS credentials {purpose}: run `aws configure` or `aws sso login`, "
+        "or set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    )
+
+
+def no_aws_region(purpose: str) -> UsageError:
+    """The one way every command says it found no AWS region."""
+    return UsageError(f"no AWS region {purpose}: pass --region, or set AWS_REGION or AWS_DEFAULT_REGION")

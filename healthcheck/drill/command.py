@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TextIO, TypeVar
 
+from healthcheck.arguments import bounded
 from healthcheck.drill.aws import (
     DEFAULT_BUDGET_S,
     DEFAULT_THAW_AFTER_S,
@@ -27,7 +28,7 @@ from healthcheck.drill.aws import (
     figures,
     judge,
 )
-from healthcheck.errors import UsageError
+from healthcheck.errors import UsageError, no_aws_credentials, no_aws_region
 from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.remediation.policy import RemediationConfigError, managed_tag
 from healthcheck.status import Status
@@ -49,7 +50,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     drill.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     drill.add_argument(
         "--budget",
-        type=_seconds(1, 3600),
+        type=bounded(int, 1, 3600, "--budget"),
         default=DEFAULT_BUDGET_S,
         metavar="SECONDS",
         help="the stack's detection_budget_seconds.userspace_freeze (`pulumi stack output detection_budget_seconds`;"
@@ -57,7 +58,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     drill.add_argument(
         "--thaw-after",
-        type=_seconds(60, MAX_THAW_AFTER_S),
+        type=bounded(int, 60, MAX_THAW_AFTER_S, "--thaw-after"),
         default=DEFAULT_THAW_AFTER_S,
         metavar="SECONDS",
         help="the instance thaws sshd itself after this long, whatever happens (default %(default)s)",
@@ -65,19 +66,6 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     drill.add_argument("--private", action="store_true", help="check SSH at the private address")
     drill.add_argument("--region", help="AWS region (default: from the AWS config)")
     drill.set_defaults(run=run_drill)
-
-
-def _seconds(low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be whole seconds, not {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high} seconds, not {value}")
-        return value
-
-    return parse
 
 
 def run_drill(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin, drill: AwsDrill | None = None) -> int:
@@ -155,6 +143,6 @@ def _aws_errors_as_usage(call: Callable[[], T]) -> T:
     try:
         return call()
     except NoRegionError:
-        raise UsageError("no AWS region: pass --region or set AWS_REGION") from None
+        raise no_aws_region("to find the instance in") from None
     except NoCredentialsError:
-        raise UsageError("no AWS credentials: configure them (aws configure) or set AWS_PROFILE") from None
+        raise no_aws_credentials("to drive the drill") from None

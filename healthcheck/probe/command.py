@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
+from healthcheck.arguments import bounded
 from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
 from healthcheck.probe import ec2
 from healthcheck.probe.render import as_json, overall_status, report, watch_line
@@ -63,19 +64,6 @@ THRESHOLD_OPTIONS = (
 )
 
 
-def _number(kind: Callable[[str], float], low: float, high: float, what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, not {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be between {low:g} and {high:g}, not {text}")
-        return value
-
-    return parse
-
-
 def _port(text: str) -> int:
     try:
         return parse_port(text, "-p/--port")
@@ -117,7 +105,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     probe.add_argument("-F", "--ssh-config", metavar="FILE", help="ssh config file (default: ~/.ssh/config)")
     probe.add_argument(
         "--timeout",
-        type=_number(float, 0.5, 3600, "--timeout"),
+        type=bounded(float, 0.5, 3600, "--timeout"),
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="overall deadline per target; each stage gets its share (default: %(default)g)",
@@ -126,19 +114,19 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     probe.add_argument("--no-login", action="store_true", help="stop after the banner stage (no key needed)")
     probe.add_argument(
         "--watch",
-        type=_number(float, 1, 86400, "--watch"),
+        type=bounded(float, 1, 86400, "--watch"),
         metavar="SECONDS",
         help="probe every SECONDS and print one timestamped line per state change, until Ctrl-C or SIGTERM",
     )
     probe.add_argument(
         "--rounds",
-        type=_number(int, 1, 10**9, "--rounds"),
+        type=bounded(int, 1, 10**9, "--rounds"),
         metavar="N",
         help="with --watch, stop after N rounds",
     )
     probe.add_argument(
         "--parallel",
-        type=_number(int, 1, 1024, "--parallel"),
+        type=bounded(int, 1, 1024, "--parallel"),
         default=DEFAULT_PARALLEL,
         metavar="N",
         help="targets probed at once (default: %(default)s)",
@@ -153,7 +141,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         probe.add_argument(
             option,
             dest=field,
-            type=_number(float, 0, upper, option),
+            type=bounded(float, 0, upper, option),
             default=getattr(defaults, field),
             metavar=metavar,
             help=f"DEGRADED {meaning} (default: %(default)g)",

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from healthcheck.errors import UsageError
+from healthcheck.errors import UsageError, no_aws_credentials, no_aws_region
 
 INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
@@ -94,9 +94,7 @@ def make_client(region: str | None, timeout: float) -> EC2Client:
     try:
         return boto3.client("ec2", region_name=region or os.environ.get("AWS_REGION") or None, config=config)
     except NoRegionError:
-        raise UsageError(
-            "no AWS region to look up instances in: pass --region, or set AWS_REGION or AWS_DEFAULT_REGION"
-        ) from None
+        raise no_aws_region("to look up instances in") from None
     except InvalidRegionError:
         raise UsageError(
             f"{region or os.environ.get('AWS_REGION')!r} is not a valid AWS region name: "
@@ -114,11 +112,7 @@ def describe(client: EC2Client, instance_ids: list[str]) -> dict[str, Instance]:
             "InstanceStatuses"
         ]
     except NoCredentialsError:
-        raise UsageError(
-            "no AWS credentials to look up "
-            + ", ".join(instance_ids)
-            + ": set AWS_PROFILE or AWS_ACCESS_KEY_ID, or run aws configure"
-        ) from None
+        raise no_aws_credentials("to look up " + ", ".join(instance_ids)) from None
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         if code.startswith("InvalidInstanceID"):

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from healthcheck.errors import UsageError
+from healthcheck.errors import UsageError, no_aws_credentials, no_aws_region
 from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
 from healthcheck.remediation.events import AlarmEvent
@@ -122,6 +122,6 @@ def _aws_errors_as_usage(call: Callable[[], Outcome]) -> Outcome:
     except InstanceNotFound as error:
         raise UsageError(f"unknown instance id {error}: check the id and the region (--region)") from None
     except NoCredentialsError:
-        raise UsageError("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID, or run aws configure") from None
+        raise no_aws_credentials("to reboot the instance") from None
     except NoRegionError:
-        raise UsageError("no AWS region: pass --region or set AWS_REGION") from None
+        raise no_aws_region("to find the instance in") from None

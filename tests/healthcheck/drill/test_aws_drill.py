@@ -306,7 +306,8 @@ def test_missing_region_or_credentials_is_one_line_not_a_traceback(
 
     assert (no_region.code, no_region.stderr) == (
         3,
-        "healthcheck: error: no AWS region: pass --region or set AWS_REGION\n",
+        "healthcheck: error: no AWS region to find the instance in: pass --region, or set AWS_REGION or "
+        "AWS_DEFAULT_REGION\n",
     )
     assert no_credentials.code == 3
     assert no_credentials.stderr.startswith("healthcheck: error: no AWS credentials")

@@ -1,0 +1,21 @@
+"""Argument types shared by the commands' parsers: argparse reports their errors as one line (exit 3)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def bounded(kind: Callable[[str], float], low: float, high: float, what: str) -> Callable[[str], float]:
+    """An argparse type: `kind(text)`, refused unless it lies between low and high (both allowed)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be between {low:g} and {high:g}, not {text}")
+        return value
+
+    return parse

@@ -1,0 +1,67 @@
+"""The command line's dispatch: a command imports its own module only, so every command starts fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from healthcheck.cli import COMMAND_MODULES, build_parser
+from tests.conftest import Run
+
+REPO_ROOT = __file__.rsplit("/tests/", 1)[0]
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_MODULES))
+def test_a_command_imports_no_other_commands_module(command: str) -> None:
+    others = sorted(set(COMMAND_MODULES.values()) - {COMMAND_MODULES[command]})
+    script = (
+        "import sys\n"
+        "from healthcheck.cli import main\n"
+        f"main([{command!r}, '--help'])\n"
+        f"print([name for name in {others!r} if name in sys.modules])\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert f"python -m healthcheck {command}" in ran.stdout
+    assert ran.stdout.rstrip().endswith("[]"), ran.stdout
+
+
+def test_the_top_level_help_lists_every_command() -> None:
+    parser = build_parser()
+
+    help_text = parser.format_help()
+
+    for command in COMMAND_MODULES:
+        assert command in help_text
+
+
+REMEDY = "run `aws configure` or `aws sso login`, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["probe", "i-0123456789abcdef0", "--region", "eu-west-1"],
+        ["reboot", "i-0123456789abcdef0", "--yes", "--region", "eu-west-1"],
+        ["pull", "--bucket", "trainguard-results-test", "DEST"],
+        ["drill", "i-0123456789abcdef0", "--yes", "--region", "eu-west-1"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_every_command_says_no_credentials_in_one_line_with_the_same_remedy(
+    argv: list[str], tmp_path: Path, run_cli: Callable[..., Run]
+) -> None:
+    argv = [str(tmp_path / "pulled") if word == "DEST" else word for word in argv]
+
+    ran = run_cli(*argv)
+
+    assert ran.code == 3
+    assert ran.stderr.startswith("healthcheck: error: no AWS credentials ")
+    assert ran.stderr.endswith(f": {REMEDY}\n")
+    assert ran.stderr.count("\n") == 1
