@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from healthcheck.arguments import bounded
 from healthcheck.errors import UsageError
-from healthcheck.probe.command import _number
 from healthcheck.pull.dest import Destination
 from healthcheck.pull.plan import Change, PullPlan, Recorded, plan
 from healthcheck.pull.render import (
@@ -65,7 +63,9 @@ bucket: --bucket, else $TRAINGUARD_BUCKET, else the stack's bucket_name output
 (`pulumi stack output --json`, when the Pulumi CLI is on PATH).
 
 exit status: 0 done, 1 some files failed (listed), 3 bad input, no credentials,
-or the bucket could not be listed.
+or the bucket could not be listed; 130 Ctrl-C, 143 SIGTERM, 129 a closed
+terminal (what is in flight is dropped, its .part files removed, and the
+manifest saved).
 """
 
 
@@ -93,18 +93,18 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     pull.add_argument(
         "--watch",
-        type=_number(float, 1, 86400, "--watch"),
+        type=bounded(float, 1, 86400, "--watch"),
         metavar="SECONDS",
         help="pull again every SECONDS, with one line for the first round and each round that changed something, "
         "until Ctrl-C",
     )
     pull.add_argument(
-        "--rounds", type=_number(int, 1, 10**9, "--rounds"), metavar="N", help="with --watch, stop after N rounds"
+        "--rounds", type=bounded(int, 1, 10**9, "--rounds"), metavar="N", help="with --watch, stop after N rounds"
     )
     pull.add_argument("--dry-run", action="store_true", help="list what would be downloaded; download nothing")
     pull.add_argument(
         "--parallel",
-        type=_number(int, 1, 256, "--parallel"),
+        type=bounded(int, 1, 256, "--parallel"),
         default=DEFAULT_PARALLEL,
         metavar="N",
         help="concurrent requests (default: %(default)s)",
@@ -118,7 +118,7 @@ def run_pull(args: argparse.Namespace, out: TextIO) -> int:
     destination = Destination(args.dest)
     client = make_client(args.parallel)
     puller = Puller(client, bucket, scope, destination, args.parallel)
-    with destination, _termination_as_interrupt(), _unlisted_as_usage_error():
+    with destination, _unlisted_as_usage_error():
         if args.dry_run:
             return _dry_run(puller, out)
         if args.watch is not None:
@@ -220,30 +220,28 @@ def watch(
     """Pull every `interval` seconds; print a line for the first round and for each round that changed something.
 
     A round that cannot list the bucket (network, throttling) is reported and
-    the watch goes on; bad input or missing credentials end it (exit 3).
+    the watch goes on; bad input or missing credentials end it (exit 3), and
+    Ctrl-C or SIGTERM end it as they end any command (exit 130 or 143).
     """
     status = Status.OK
     completed = 0
-    try:
-        while rounds is None or completed < rounds:
-            started = time.monotonic()
-            now = datetime.now(timezone.utc)
-            try:
-                result = puller.pull(Quiet())
-            except SourceUnavailable as error:
-                print(f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')} {error}", file=out, flush=True)
-                status = Status.WARNING
-            else:
-                if completed == 0 or result.changed:
-                    print(watch_line(now, result), file=out, flush=True)
-                    for line in failure_lines(result.failed):
-                        print(line, file=out, flush=True)
-                status = Status.WARNING if result.failed else Status.OK
-            completed += 1
-            if rounds is None or completed < rounds:
-                sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        pass
+    while rounds is None or completed < rounds:
+        started = time.monotonic()
+        now = datetime.now(timezone.utc)
+        try:
+            result = puller.pull(Quiet())
+        except SourceUnavailable as error:
+            print(f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')} {error}", file=out, flush=True)
+            status = Status.WARNING
+        else:
+            if completed == 0 or result.changed:
+                print(watch_line(now, result), file=out, flush=True)
+                for line in failure_lines(result.failed):
+                    print(line, file=out, flush=True)
+            status = Status.WARNING if result.failed else Status.OK
+        completed += 1
+        if rounds is None or completed < rounds:
+            sleep(max(0.0, interval - (time.monotonic() - started)))
     return status
 
 
@@ -258,20 +256,3 @@ def _unlisted_as_usage_error() -> Iterator[None]:
         yield
     except SourceUnavailable as error:
         raise UsageError(str(error)) from None
-
-
-@contextlib.contextmanager
-def _termination_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed terminal) stop a pull as Ctrl-C does: .part files removed, manifest saved."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    # A signal ignored on purpose (nohup ignores SIGHUP) stays ignored.
-    caught = [number for number in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(number) is not signal.SIG_IGN]
-    previous = {number: signal.signal(number, interrupt) for number in caught}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

@@ -2,7 +2,7 @@
 
 Instance results live under `<instance-id>/`, post-mortems under
 `postmortem/<instance-id>/`; other prefixes (the stack's `trainguard/` bundle)
-are not results and are never listed.
+are not results and are never pulled.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
-from healthcheck.errors import UsageError
+from healthcheck.errors import UsageError, no_aws_credentials
 from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.pull.plan import RemoteObject
 
@@ -102,27 +102,26 @@ def pulumi_stack_bucket(timeout: float = PULUMI_TIMEOUT) -> str | None:
 
 
 def list_scope(client: S3Client, bucket: str, scope: Scope) -> list[RemoteObject]:
-    """Every object under the scope's prefixes, in key order."""
-    prefixes = [f"{instance}/" for instance in scope.instances] or _instance_prefixes(client, bucket, "")
-    if scope.postmortem:
-        prefixes += [f"{POSTMORTEM_PREFIX}{instance}/" for instance in scope.instances] or _instance_prefixes(
-            client, bucket, POSTMORTEM_PREFIX
-        )
-    objects: list[RemoteObject] = []
-    for prefix in prefixes:
-        objects += _list_objects(client, bucket, prefix)
-    return objects
+    """Every object under the scope's prefixes, in key order.
+
+    Named instances are listed prefix by prefix. Every instance is one listing
+    of the whole bucket, filtered here: one request per 1,000 keys, with no
+    request first to find the instance prefixes.
+    """
+    if scope.instances:
+        prefixes = [f"{instance}/" for instance in scope.instances]
+        if scope.postmortem:
+            prefixes += [f"{POSTMORTEM_PREFIX}{instance}/" for instance in scope.instances]
+        return [found for prefix in prefixes for found in _list_objects(client, bucket, prefix)]
+    return [found for found in _list_objects(client, bucket, "") if _is_in_scope(found.key, scope.postmortem)]
 
 
-def _instance_prefixes(client: S3Client, bucket: str, parent: str) -> list[str]:
-    """The `<instance-id>/` prefixes directly under `parent`."""
-    found: list[str] = []
-    for page in _pages(client, bucket, parent, delimiter="/"):
-        for common in page.get("CommonPrefixes", []):
-            prefix = common.get("Prefix", "")
-            if INSTANCE_ID.match(prefix[len(parent) :].rstrip("/")):
-                found.append(prefix)
-    return found
+def _is_in_scope(key: str, postmortem: bool) -> bool:
+    """`<instance-id>/...`, and `postmortem/<instance-id>/...` when post-mortems are asked for."""
+    if postmortem and key.startswith(POSTMORTEM_PREFIX):
+        key = key[len(POSTMORTEM_PREFIX) :]
+    instance, slash, _ = key.partition("/")
+    return bool(slash) and INSTANCE_ID.match(instance) is not None
 
 
 def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[RemoteObject]:
@@ -133,19 +132,15 @@ def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[RemoteObje
     ]
 
 
-def _pages(
-    client: S3Client, bucket: str, prefix: str, delimiter: str | None = None
-) -> list[ListObjectsV2OutputTypeDef]:
+def _pages(client: S3Client, bucket: str, prefix: str) -> list[ListObjectsV2OutputTypeDef]:
     """Every page of ListObjectsV2, with S3's refusals turned into one line for the user."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     paginator = client.get_paginator("list_objects_v2")
     try:
-        if delimiter:
-            return list(paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter=delimiter))
         return list(paginator.paginate(Bucket=bucket, Prefix=prefix))
     except NoCredentialsError:
-        raise UsageError(_NO_CREDENTIALS) from None
+        raise no_aws_credentials(f"to list s3://{bucket}") from None
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         if code == "NoSuchBucket":
@@ -159,7 +154,6 @@ def _pages(
         raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
 
 
-_NO_CREDENTIALS = "no AWS credentials: run `aws configure` or `aws sso login`, or set AWS_PROFILE"
 _REFUSALS = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
 )
@@ -184,7 +178,7 @@ def make_client(parallel: int) -> S3Client:
     except BotoCoreError as error:  # a profile that does not exist, a broken config file
         raise UsageError(f"AWS configuration: {error}") from None
     if credentials is None:
-        raise UsageError(_NO_CREDENTIALS)
+        raise no_aws_credentials("to read the results bucket")
     # Every request is bounded; botocore retries throttling and 5xx itself, tenacity what is left. Listing
     # may run beside the downloads, hence one more connection than the transfers use.
     config = Config(

@@ -94,7 +94,7 @@ def test_a_deleted_local_copy_is_fetched_again_and_nothing_local_is_deleted(s3: 
     assert (dest / INSTANCE_A / "metrics.csv").exists()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_run_completes(
     s3: S3, tmp_path: Path, stop: signal.Signals
 ) -> None:
@@ -120,9 +120,12 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_run_completes(
             time.sleep(0.005)
         assert part.exists(), "the big file never started to arrive"
         pulling.send_signal(stop)
-        pulling.communicate(timeout=60)
+        _, stderr = pulling.communicate(timeout=60)
     finally:
         pulling.kill()
+
+    # Stopped as a shell reports it: 128 + the signal's number (kill -9 kills the interpreter itself).
+    assert pulling.returncode == (-stop if stop == signal.SIGKILL else 128 + stop), stderr
 
     # Interrupted indeed: the big file is not there under its real name, and nothing truncated is.
     assert not (dest / big_key).exists()
