@@ -13,14 +13,22 @@
   client's RebootInstances resets the VM through the qemu monitor, and its
   GetConsoleOutput answers with the VM's serial log.
 - The VM boots, sshd answers, the probe logs in and says HEALTHY, and the
-  results written to /data before the pressure are checked byte for byte.
+  results written to /data before the pressure are checked byte for byte:
+  in the guest, then on the host after the guest's `trainguard-push --now`
+  (a training script's call) and `python -m healthcheck pull` from moto's S3.
+
+The guest is the incident's host plus the stack's `trainguard-push` and its
+settings, and no more: the stack's prevention (slice, earlyoom) would stop
+the very freeze this scenario recovers from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -36,13 +44,16 @@ from typing import Any, TextIO
 from healthcheck.drill import timeline
 from healthcheck.drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShell, Keys, guest_files
 from healthcheck.drill.image import Image
-from healthcheck.drill.local_aws import BUCKET, LocalAws
+from healthcheck.drill.local_aws import BUCKET, LocalAws, guest_aws_files
 from healthcheck.drill.observe import Sampler, _verdict
 from healthcheck.drill.qemu import Accelerator, Vm, remove_run_dir
 from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, guest_vm, start_run
+from healthcheck.drill.seed import GuestFile
 from healthcheck.lambdas import ssh_canary
 
-RESULTS = "/data/results/checkpoint-epoch-3.txt"
+RESULTS_DIR = "/data/results"
+RESULTS = f"{RESULTS_DIR}/checkpoint-epoch-3.txt"
+ENV_FILE = "/etc/trainguard/env"
 # EC2 keeps the last 64 KB of an instance's console output (GetConsoleOutput, Latest=true).
 CONSOLE_BYTES = 64 * 1024
 INSTANCE_TYPE = "g5.xlarge"
@@ -218,6 +229,19 @@ def wire_ec2_to_vm(ec2: Any, vm: Vm, on_reboot: Callable[[float], None]) -> None
     ec2.meta.events.register("before-call.ec2.GetConsoleOutput", console)
 
 
+def push_files(instance_id: str, bucket: str, region: str) -> dict[str, GuestFile]:
+    """The stack's `trainguard-push` as the bundle installs it, its settings, and the drill's `aws` for moto."""
+    from infra.bundle import bundle_files
+
+    (push,) = [item for item in bundle_files() if item.path.endswith("/trainguard-push")]
+    settings = f"TRAINGUARD_BUCKET={bucket}\nAWS_DEFAULT_REGION={region}\nTRAINGUARD_INSTANCE_ID={instance_id}\n"
+    return {
+        push.path: GuestFile(push.content, f"{push.mode:04o}"),
+        ENV_FILE: GuestFile(settings.encode(), "0644"),
+        **guest_aws_files(),
+    }
+
+
 def managed_instance(aws: LocalAws, grace: timedelta) -> str:
     """A moto instance standing for the VM: trainguard's managed tag, launched before the boot grace period."""
     from moto.ec2.models import ec2_backends
@@ -255,6 +279,7 @@ class _Record:
     recovered_at: float = 0.0
     verdict: str = ""
     intact: bool = False
+    pulled: bool = False
     samples: list[timeline.Sample] = field(default_factory=list)
     console: str = ""
     emails: list[tuple[str, str]] = field(default_factory=list)
@@ -302,11 +327,12 @@ def _drive(
     keys, spec = guest_vm(
         run_dir,
         image,
-        files=guest_files(),
-        commands=[*SETUP_COMMANDS, f"install -d -o {USER} /data/results"],
+        files={**guest_files(), **push_files(record.instance_id, BUCKET, aws.region)},
+        commands=[*SETUP_COMMANDS, f"install -d -o {USER} {RESULTS_DIR}"],
         memory_mib=plan.memory_mib,
         cpus=plan.cpus,
-        time_limit_s=plan.boot_s + plan.watch_s + plan.recover_s + 120,
+        time_limit_s=plan.boot_s + plan.watch_s + plan.recover_s + 300,
+        guest_forwards=(aws.forward(),),
     )
     with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
         note(0.0, f"qemu started ({accelerator.description}); moto instance {record.instance_id} stands for it")
@@ -335,8 +361,49 @@ def _drive(
             check = shell.run(f"sha256sum {RESULTS}", timeout=60)
             record.intact = bool(digest) and check.returncode == 0 and check.stdout.split()[:1] == [digest]
             note(vm.elapsed(), f"results on /data after the reboot: {'intact' if record.intact else 'NOT intact'}")
+            record.pulled = _push_and_pull(shell, aws, record.instance_id, run_dir / "pulled", digest, vm.elapsed, note)
             record.samples = list(sampler.samples)
         record.console = vm.console_text()
+
+
+def _push_and_pull(
+    shell: GuestShell,
+    aws: LocalAws,
+    instance_id: str,
+    dest: Path,
+    digest: str,
+    elapsed: Callable[[], float],
+    note: Callable[[float, str], None],
+) -> bool:
+    """The guest pushes /data/results as a training script would; the host pulls it as the user would.
+    True when the pulled copy of RESULTS has the digest it had before the freeze."""
+    pushed = shell.run("trainguard-push --now", timeout=180)
+    if pushed.returncode != 0:
+        note(elapsed(), f"trainguard-push FAILED (status {pushed.returncode}): {pushed.stderr.strip()[-300:]}")
+        return False
+    note(elapsed(), f"`trainguard-push --now` in the guest: {RESULTS_DIR} is in moto's S3 at {instance_id}/")
+    environment = os.environ | {
+        "AWS_ENDPOINT_URL": aws.endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": aws.region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    command = [sys.executable, "-m", "healthcheck", "pull", "--bucket", BUCKET, "--instance", instance_id, str(dest)]
+    try:
+        pulled = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=180, check=False)
+    except subprocess.TimeoutExpired:
+        note(elapsed(), "`python -m healthcheck pull` did not finish within 180s")
+        return False
+    copy = dest / instance_id / Path(RESULTS).relative_to(RESULTS_DIR)
+    same = pulled.returncode == 0 and copy.is_file() and hashlib.sha256(copy.read_bytes()).hexdigest() == digest
+    said = (pulled.stdout.strip().splitlines() or [pulled.stderr.strip()])[-1]
+    note(
+        elapsed(),
+        f"`python -m healthcheck pull` on the host ({said}): {copy.name} "
+        + ("has the sha256 it had before the freeze" if same else "is MISSING or DIFFERENT"),
+    )
+    return same
 
 
 def _remediate(
@@ -412,7 +479,7 @@ def _recovery_outcome(
         detect=round(detect, 1),
         reboot_call=round(reboot_call, 1),
         recover=round(recover, 1),
-        results_intact=record.intact and record.verdict in ("HEALTHY", "DEGRADED"),
+        results_intact=record.intact and record.pulled and record.verdict in ("HEALTHY", "DEGRADED"),
     )
     return Outcome(summary, sorted(events), record.samples, [], kills, record.console, accelerator.description)
 

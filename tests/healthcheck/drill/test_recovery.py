@@ -3,20 +3,27 @@ with RebootInstances and GetConsoleOutput wired to a VM (here a stand-in that re
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from healthcheck.drill import recovery
-from healthcheck.drill.local_aws import BUCKET, LocalAws
+from healthcheck.drill.guest import GuestShell
+from healthcheck.drill.local_aws import AWS_WRAPPER_PATH, BUCKET, LocalAws
 from healthcheck.drill.qemu import Vm
 from healthcheck.lambdas import auto_reboot
 from healthcheck.remediation.actions import Clients, Remediator
 from healthcheck.remediation.policy import RemediationSettings
+from infra.bundle import USERDATA_DIR
 from infra.detection import Detection
 
+AWS_V1 = Path(sys.executable).parent / "aws"
 RULE = recovery.AlarmRule("ssh-unresponsive", period_s=10, evaluation_periods=8, datapoints_to_alarm=6, threshold=1)
 
 
@@ -111,3 +118,100 @@ def test_detection_counts_from_the_first_failing_sample_in_the_window_that_fired
     assert recovery.first_counted_failure(points, RULE, fired) == 120.0
     # A failure outside the N-slot window is not where this detection began.
     assert recovery.first_counted_failure([(30.0, 0.0), *points], RULE, fired) == 120.0
+
+
+def test_the_recovery_guest_gets_the_stacks_push_and_its_settings_and_nothing_that_prevents_the_freeze() -> None:
+    files = recovery.push_files("i-0123456789abcdef0", BUCKET, "eu-west-1")
+
+    assert set(files) == {"/usr/local/bin/trainguard-push", recovery.ENV_FILE, AWS_WRAPPER_PATH}
+    push = files["/usr/local/bin/trainguard-push"]
+    assert (push.content, push.permissions) == ((USERDATA_DIR / "trainguard-push").read_bytes(), "0755")
+    assert files[recovery.ENV_FILE].content.decode().splitlines() == [
+        f"TRAINGUARD_BUCKET={BUCKET}",
+        "AWS_DEFAULT_REGION=eu-west-1",
+        "TRAINGUARD_INSTANCE_ID=i-0123456789abcdef0",
+    ]
+
+
+class LocalGuest:
+    """The guest's half of the push, run here: the stack's trainguard-push with the settings push_files gives
+    the guest, /data in a temporary folder, and AWS CLI v1 (the test extras) pointed at LocalAws's moto."""
+
+    def __init__(self, root: Path, aws: LocalAws, instance_id: str) -> None:
+        files = recovery.push_files(instance_id, BUCKET, aws.region)
+        self.bin = root / "bin"
+        self.bin.mkdir(parents=True)
+        script = self.bin / "trainguard-push"
+        script.write_bytes(files["/usr/local/bin/trainguard-push"].content)
+        script.chmod(0o755)
+        (root / "env").write_bytes(files[recovery.ENV_FILE].content)
+        self.data = root / "data"
+        self.env = {
+            "PATH": f"{self.bin}:{AWS_V1.parent}:/usr/bin:/bin",
+            "HOME": str(root),
+            "TRAINGUARD_ENV_FILE": str(root / "env"),
+            "TRAINGUARD_DATA_MOUNT": str(self.data),
+            "TRAINGUARD_SYSTEMD_DIR": str(root / "no-systemd"),
+            "AWS_ENDPOINT_URL": aws.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def write_result(self, body: bytes) -> str:
+        path = self.data / Path(recovery.RESULTS).relative_to("/data")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        return hashlib.sha256(body).hexdigest()
+
+    def run(self, command: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", command], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+
+def push_and_pull(aws: LocalAws, guest: LocalGuest, dest: Path, digest: str) -> tuple[bool, list[str]]:
+    notes: list[str] = []
+    same = recovery._push_and_pull(
+        cast(GuestShell, guest), aws, INSTANCE, dest, digest, lambda: 1.0, lambda at, text: notes.append(text)
+    )
+    return same, notes
+
+
+INSTANCE = "i-0123456789abcdef0"
+
+
+def test_results_pushed_by_the_guest_and_pulled_on_the_host_are_the_ones_written_before_the_freeze(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    guest = LocalGuest(tmp_path / "guest", aws, INSTANCE)
+    digest = guest.write_result(b"epoch 3\n" * 10_000)
+
+    same, notes = push_and_pull(aws, guest, tmp_path / "pulled", digest)
+
+    assert same, notes
+    assert (tmp_path / "pulled" / INSTANCE / "checkpoint-epoch-3.txt").read_bytes() == b"epoch 3\n" * 10_000
+    assert "has the sha256 it had before the freeze" in notes[-1]
+
+
+def test_a_result_that_changed_after_the_freeze_is_not_called_intact(aws: LocalAws, tmp_path: Path) -> None:
+    guest = LocalGuest(tmp_path / "guest", aws, INSTANCE)
+    digest = guest.write_result(b"epoch 3\n")
+    guest.write_result(b"epoch 3, truncated")
+
+    same, notes = push_and_pull(aws, guest, tmp_path / "pulled", digest)
+
+    assert not same
+    assert "is MISSING or DIFFERENT" in notes[-1]
+
+
+def test_a_failed_push_is_reported_and_nothing_is_called_intact(aws: LocalAws, tmp_path: Path) -> None:
+    guest = LocalGuest(tmp_path / "guest", aws, INSTANCE)
+    digest = guest.write_result(b"epoch 3\n")
+    guest.env["TRAINGUARD_BUCKET"] = "trainguard-no-such-bucket"
+
+    same, notes = push_and_pull(aws, guest, tmp_path / "pulled", digest)
+
+    assert not same
+    assert notes[-1].startswith("trainguard-push FAILED (status 1)"), notes
+    assert not (tmp_path / "pulled").exists()
