@@ -32,7 +32,8 @@ vm-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# Scenario 1 (unguarded) for now; guarded and recovery are listed as pending.
+# The three scenarios in a VM (unguarded, guarded, recovery), with their timelines and table;
+# `make vm-test` runs them shortened as pytest tests.
 drill: $(READY) system-deps vm-deps
 	$(SUDO) $(PY) -m healthcheck.drill
 
