@@ -13,7 +13,8 @@ def bounded(kind: Callable[[str], float], low: float, high: float, what: str) ->
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, not {text!r}") from None
+            whole = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{what} must be {whole}, not {text!r}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{what} must be between {low:g} and {high:g}, not {text}")
         return value

@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             print(f"healthcheck: error: {error}", file=sys.stderr)
             return Status.UNKNOWN
         except (KeyboardInterrupt, Terminated) as cause:
-            print(f"healthcheck: interrupted by {signal_name(cause)}", file=sys.stderr)
+            with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes stderr with it
+                print(f"healthcheck: interrupted by {signal_name(cause)}", file=sys.stderr)
             return interrupted_exit_status(cause)
         except SystemExit as exit_request:  # --help and --version
             return exit_request.code if isinstance(exit_request.code, int) else Status.UNKNOWN

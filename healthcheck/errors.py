@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 
 
 class UsageError(Exception):
@@ -39,3 +41,16 @@ def no_aws_credentials(purpose: str) -> UsageError:
 def no_aws_region(purpose: str) -> UsageError:
     """The one way every command says it found no AWS region."""
     return UsageError(f"no AWS region {purpose}: pass --region, or set AWS_REGION or AWS_DEFAULT_REGION")
+
+
+@contextlib.contextmanager
+def aws_setup_as_usage(credentials_for: str, region_for: str) -> Iterator[None]:
+    """botocore's "no credentials" and "no region", each as one line of bad input naming what it was for."""
+    from botocore.exceptions import NoCredentialsError, NoRegionError
+
+    try:
+        yield
+    except NoCredentialsError:
+        raise no_aws_credentials(credentials_for) from None
+    except NoRegionError:
+        raise no_aws_region(region_for) from None

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 from healthcheck.arguments import bounded
 from healthcheck.drill.aws import (
@@ -28,13 +27,12 @@ from healthcheck.drill.aws import (
     figures,
     judge,
 )
-from healthcheck.errors import UsageError, no_aws_credentials, no_aws_region
+from healthcheck.errors import Terminated, UsageError, aws_setup_as_usage, interrupted_exit_status, signal_name
 from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.remediation.policy import RemediationConfigError, managed_tag
 from healthcheck.status import Status
 
 SSH_CHECK_TIMEOUT_S = 5.0
-T = TypeVar("T")
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -44,7 +42,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 recovered within the budget, 2 not detected or recovered in time, 3 bad input or "
-        "refused. The VM version of the drill, with no AWS account: make drill",
+        "refused; interrupted (Ctrl-C 130, SIGTERM 143, a closed terminal 129), it thaws sshd at once. The VM "
+        "version of the drill, with no AWS account: make drill",
     )
     drill.add_argument("instance_id", metavar="INSTANCE_ID", help="the instance, i-...")
     drill.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -73,7 +72,8 @@ def run_drill(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin, 
         raise UsageError(f"{args.instance_id!r} is not an instance id: pass one like i-0123456789abcdef0")
     drill = drill or _drill(args)
     try:
-        alarm_name, address = _aws_errors_as_usage(drill.preflight)
+        with aws_setup_as_usage("to drive the drill", "to find the instance in"):
+            alarm_name, address = drill.preflight()
     except DrillRefused as refused:
         raise UsageError(f"refused: {refused}") from None
     print(f"{args.instance_id}: SSH alarm {alarm_name}; SSH checked at {address}:22", file=out)
@@ -94,10 +94,10 @@ def run_drill(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin, 
             until=freeze_at + timedelta(seconds=args.thaw_after + 120),
             on_event=lambda at, text: print(f"  {at:+7.0f}s  {text}", file=out, flush=True),
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as cause:
         drill.thaw()
-        print("interrupted: asked the instance to thaw sshd now", file=out)
-        return Status.UNKNOWN
+        print(f"interrupted by {signal_name(cause)}: asked the instance to thaw sshd now", file=out, flush=True)
+        return interrupted_exit_status(cause)
     recovered, lines = judge(figures(seen), args.budget)
     print("\n".join(lines), file=out)
     return Status.OK if recovered else Status.CRITICAL
@@ -127,22 +127,11 @@ def _drill(args: argparse.Namespace) -> AwsDrill:
     except RemediationConfigError as error:
         raise UsageError(f"{error}; fix or unset the variable") from None
     session = boto3.session.Session(region_name=args.region)
-    clients = _aws_errors_as_usage(lambda: [session.client(name) for name in ("ec2", "ssm", "cloudwatch")])
+    with aws_setup_as_usage("to drive the drill", "to find the instance in"):
+        clients = [session.client(name) for name in ("ec2", "ssm", "cloudwatch")]
 
     def ssh_answers(address: str) -> bool:
         return banner(address, 22, SSH_CHECK_TIMEOUT_S)[0] == BANNER_OK
 
     ec2, ssm, cloudwatch = clients
     return AwsDrill(ec2, ssm, cloudwatch, args.instance_id, tag, ssh_answers=ssh_answers, private_address=args.private)
-
-
-def _aws_errors_as_usage(call: Callable[[], T]) -> T:
-    """AWS setup problems, reported as bad input in one line."""
-    from botocore.exceptions import NoCredentialsError, NoRegionError
-
-    try:
-        return call()
-    except NoRegionError:
-        raise no_aws_region("to find the instance in") from None
-    except NoCredentialsError:
-        raise no_aws_credentials("to drive the drill") from None

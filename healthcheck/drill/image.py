@@ -178,7 +178,21 @@ def ensure_image(recipe: Recipe, cache: Path | None = None, log: TextIO = sys.st
         finally:
             _remove_unmounted(staging)
         print(f"drill: image built in {time.monotonic() - started:.0f}s", file=log, flush=True)
+        for removed in remove_other_images(cache, keep=image):
+            print(f"drill: removed {removed.name}, built from an earlier recipe", file=log, flush=True)
         return image
+
+
+def remove_other_images(cache: Path, keep: Image) -> list[Path]:
+    """Remove the images of other recipes once a new one is built: 3 GiB each, and a CI machine would keep
+    one per change of recipe. A VM still running from one keeps its open file; only complete images go, so a
+    build in progress elsewhere (a hidden staging folder) is left alone."""
+    removed = []
+    for folder in sorted(cache.glob("debian-*")):
+        if folder != keep.folder and Image(folder).complete:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @contextlib.contextmanager

@@ -17,9 +17,9 @@
   in the guest, then on the host after the guest's `trainguard-push --now`
   (a training script's call) and `python -m healthcheck pull` from moto's S3.
 
-The guest is the incident's host plus the stack's `trainguard-push` and its
-settings, and no more: the stack's prevention (slice, earlyoom) would stop
-the very freeze this scenario recovers from.
+The guest is the incident's host plus the stack's `trainguard-push`, its
+settings and the drill's `aws` for moto, and no more: the stack's prevention
+(slice, earlyoom) would stop the very freeze this scenario recovers from.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ from healthcheck.lambdas import ssh_canary
 RESULTS_DIR = "/data/results"
 RESULTS = f"{RESULTS_DIR}/checkpoint-epoch-3.txt"
 ENV_FILE = "/etc/trainguard/env"
+# The guest's push (AWS CLI calls take tens of seconds under emulation) and the host's pull, each at most.
+PUSH_TIMEOUT_S = PULL_TIMEOUT_S = 180.0
 # EC2 keeps the last 64 KB of an instance's console output (GetConsoleOutput, Latest=true).
 CONSOLE_BYTES = 64 * 1024
 INSTANCE_TYPE = "g5.xlarge"
@@ -331,7 +333,8 @@ def _drive(
         commands=[*SETUP_COMMANDS, f"install -d -o {USER} {RESULTS_DIR}"],
         memory_mib=plan.memory_mib,
         cpus=plan.cpus,
-        time_limit_s=plan.boot_s + plan.watch_s + plan.recover_s + 300,
+        # The probe's wait and the sshd wait both count from the reboot; then the push and the pull.
+        time_limit_s=plan.boot_s + plan.watch_s + plan.recover_s + PUSH_TIMEOUT_S + PULL_TIMEOUT_S + 120,
         guest_forwards=(aws.forward(),),
     )
     with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
@@ -377,12 +380,15 @@ def _push_and_pull(
 ) -> bool:
     """The guest pushes /data/results as a training script would; the host pulls it as the user would.
     True when the pulled copy of RESULTS has the digest it had before the freeze."""
-    pushed = shell.run("trainguard-push --now", timeout=180)
+    pushed = shell.run("trainguard-push --now", timeout=PUSH_TIMEOUT_S)
     if pushed.returncode != 0:
         note(elapsed(), f"trainguard-push FAILED (status {pushed.returncode}): {pushed.stderr.strip()[-300:]}")
         return False
     note(elapsed(), f"`trainguard-push --now` in the guest: {RESULTS_DIR} is in moto's S3 at {instance_id}/")
-    environment = os.environ | {
+    # Nothing of the user's AWS setup (a profile, an S3 endpoint of its own) may lead the pull off loopback.
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")} | {
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_ENDPOINT_URL": aws.endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -391,9 +397,11 @@ def _push_and_pull(
     }
     command = [sys.executable, "-m", "healthcheck", "pull", "--bucket", BUCKET, "--instance", instance_id, str(dest)]
     try:
-        pulled = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=180, check=False)
+        pulled = subprocess.run(
+            command, env=environment, capture_output=True, text=True, timeout=PULL_TIMEOUT_S, check=False
+        )
     except subprocess.TimeoutExpired:
-        note(elapsed(), "`python -m healthcheck pull` did not finish within 180s")
+        note(elapsed(), f"`python -m healthcheck pull` did not finish within {PULL_TIMEOUT_S:.0f}s")
         return False
     copy = dest / instance_id / Path(RESULTS).relative_to(RESULTS_DIR)
     same = pulled.returncode == 0 and copy.is_file() and hashlib.sha256(copy.read_bytes()).hexdigest() == digest

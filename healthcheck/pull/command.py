@@ -113,7 +113,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_pull(args: argparse.Namespace, out: TextIO) -> int:
-    scope = Scope(tuple(check_instance(instance) for instance in args.instance), args.postmortem)
+    # An instance named twice is listed once (twice, its files would race for the same .part file).
+    scope = Scope(tuple(dict.fromkeys(check_instance(instance) for instance in args.instance)), args.postmortem)
     bucket, _ = resolve_bucket(args.bucket, os.environ, pulumi_stack_bucket)
     destination = Destination(args.dest)
     client = make_client(args.parallel)
@@ -182,9 +183,11 @@ class Puller:
                         self.destination.save_manifest(entries)
                         saved_at = time.monotonic()
         finally:
-            reporter.end()
+            # The manifest first: after a hangup the terminal is gone, and writing to it fails.
             if entries != manifest:
                 self.destination.save_manifest(entries)
+            with contextlib.suppress(OSError):
+                reporter.end()
         return RoundResult(
             new=counts[Change.NEW],
             updated=counts[Change.UPDATED],

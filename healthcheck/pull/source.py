@@ -102,9 +102,10 @@ def pulumi_stack_bucket(timeout: float = PULUMI_TIMEOUT) -> str | None:
 
 
 def list_scope(client: S3Client, bucket: str, scope: Scope) -> list[RemoteObject]:
-    """Every object under the scope's prefixes, in key order.
+    """Every object under the scope's prefixes: in key order, or prefix by prefix for named instances.
 
-    Named instances are listed prefix by prefix. Every instance is one listing
+    Named instances are listed prefix by prefix, their results first, then
+    their post-mortems. Every instance is one listing
     of the whole bucket, filtered here: one request per 1,000 keys, with no
     request first to find the instance prefixes.
     """

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from healthcheck.errors import UsageError, no_aws_credentials, no_aws_region
+from healthcheck.errors import UsageError, aws_setup_as_usage
 from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
 from healthcheck.remediation.events import AlarmEvent
@@ -114,14 +114,9 @@ def _exit_status(outcome: Outcome) -> int:
 
 
 def _aws_errors_as_usage(call: Callable[[], Outcome]) -> Outcome:
-    """AWS setup problems, reported as bad input in one line."""
-    from botocore.exceptions import NoCredentialsError, NoRegionError
-
+    """AWS setup problems and an unknown instance, reported as bad input in one line."""
     try:
-        return call()
+        with aws_setup_as_usage("to reboot the instance", "to find the instance in"):
+            return call()
     except InstanceNotFound as error:
         raise UsageError(f"unknown instance id {error}: check the id and the region (--region)") from None
-    except NoCredentialsError:
-        raise no_aws_credentials("to reboot the instance") from None
-    except NoRegionError:
-        raise no_aws_region("to find the instance in") from None

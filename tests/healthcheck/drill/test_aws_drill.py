@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import re
+import signal
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,7 +17,7 @@ from moto import mock_aws
 from healthcheck.drill import aws
 from healthcheck.drill.aws import AwsDrill, Observations
 from healthcheck.drill.command import run_drill
-from healthcheck.errors import UsageError
+from healthcheck.errors import Terminated, UsageError
 from healthcheck.remediation.actions import Clients, Remediator
 from healthcheck.remediation.events import AlarmEvent
 from healthcheck.remediation.policy import Action, Entry, RemediationSettings
@@ -243,21 +244,27 @@ def test_no_recovery_within_the_watch_is_critical(world: Callable[..., World]) -
     assert "NOT within" in out.getvalue()
 
 
-def test_ctrl_c_while_watching_thaws_sshd_at_once(world: Callable[..., World]) -> None:
+@pytest.mark.parametrize(
+    ("stop", "exit_status"), [(KeyboardInterrupt(), 130), (Terminated(), 143), (Terminated(signal.SIGHUP), 129)]
+)
+def test_ctrl_c_sigterm_or_a_hangup_while_watching_thaws_sshd_at_once(
+    world: Callable[..., World], stop: BaseException, exit_status: int
+) -> None:
     deployed = world()
 
     def interrupt() -> None:
-        raise KeyboardInterrupt
+        raise stop
 
     deployed.script = [(20.0, interrupt)]
     out = io.StringIO()
 
     code = run_drill(args(deployed.instance_id, "--yes"), out, drill=deployed.drill())
 
-    assert code == 3
+    assert code == exit_status
     freeze, thaw = sent_commands(deployed)
     assert 'kill -STOP "$pid"' in freeze
     assert any("kill -CONT" in line for line in thaw)
+    assert "asked the instance to thaw sshd now" in out.getvalue()
 
 
 def test_the_default_budget_is_the_stacks_default_userspace_freeze_budget() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from healthcheck.drill import observe, qemu, seed
-from healthcheck.drill.image import Image, Recipe
+from healthcheck.drill.image import Image, Recipe, remove_other_images
 from healthcheck.drill.qemu import TCG, GuestForward, VmSpec
 from healthcheck.drill.timeline import BANNER_OK
 from tests.conftest import Server
@@ -65,6 +65,27 @@ def test_the_image_key_follows_every_build_input() -> None:
     assert Recipe(packages=(*base.packages, "strace")).key() != base.key()
     assert Recipe(configure=base.configure + "\ntrue\n").key() != base.key()
     assert Recipe(suite="trixie").key() != base.key()
+
+
+def test_a_new_image_removes_the_images_of_earlier_recipes_and_nothing_else(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    def built(name: str) -> Path:
+        folder = cache / name
+        folder.mkdir(parents=True)
+        for file in ("root.raw", "vmlinuz", "initrd.img"):
+            (folder / file).write_bytes(b"")
+        return folder
+
+    old, new = built("debian-bookworm-0000000000000000"), built("debian-bookworm-1111111111111111")
+    staging = cache / ".debian-bookworm-2222222222222222.x1y2"
+    staging.mkdir()
+    (cache / "runs").mkdir()
+
+    removed = remove_other_images(cache, keep=Image(new))
+
+    assert removed == [old]
+    assert sorted(path.name for path in cache.iterdir()) == sorted([new.name, staging.name, "runs"])
 
 
 def test_the_seed_carries_the_stack_user_data_and_the_drills_part() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import time
@@ -98,6 +100,8 @@ def test_a_deleted_local_copy_is_fetched_again_and_nothing_local_is_deleted(s3: 
 def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_run_completes(
     s3: S3, tmp_path: Path, stop: signal.Signals
 ) -> None:
+    if stop == signal.SIGHUP and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        pytest.skip("the tests run under nohup: the pull inherits SIGHUP ignored, and keeps it so on purpose")
     big_key = f"{INSTANCE_A}/checkpoints/big.pt"
     objects = RESULTS | {big_key: os.urandom(96 * 1024 * 1024)}
     fill(s3, objects)
@@ -139,6 +143,47 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_run_completes(
     assert again.returncode == 0, again.stderr
     assert local_files(dest) == objects
     assert not list(dest.rglob("*.part"))
+
+
+def test_a_pull_whose_terminal_closes_keeps_what_it_fetched_and_exits_129(s3: S3, tmp_path: Path) -> None:
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        pytest.skip("the tests run under nohup: the pull inherits SIGHUP ignored, and keeps it so on purpose")
+    # Listed last, so the other files are complete when it starts to arrive.
+    big_key = f"{INSTANCE_B}/zz/big.pt"
+    objects = RESULTS | {big_key: os.urandom(96 * 1024 * 1024)}
+    fill(s3, objects)
+    dest = tmp_path / "results"
+    part = dest / INSTANCE_B / "zz" / ".big.pt.part"
+    controller, terminal = pty.openpty()
+    pulling = subprocess.Popen(
+        pull_command("--bucket", BUCKET, "--parallel", "1", str(dest)),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env=os.environ | {"COLUMNS": "100", "TERM": "xterm"},
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
+            assert pulling.poll() is None
+            # Drain the progress bar, so the pull never waits on a full terminal.
+            if select.select([controller], [], [], 0.005)[0]:
+                os.read(controller, 65536)
+        assert part.exists(), "the big file never started to arrive"
+        # The terminal goes away (writing to it now fails), and the hangup follows, as when a laptop's
+        # terminal window is closed.
+        os.close(controller)
+        pulling.send_signal(signal.SIGHUP)
+        assert pulling.wait(timeout=60) == 128 + signal.SIGHUP
+    finally:
+        pulling.kill()
+
+    assert not list(dest.rglob("*.part"))
+    assert set(Destination(str(dest)).manifest()) == set(RESULTS)
+    assert local_files(dest) == RESULTS
 
 
 def test_a_pull_started_under_nohup_survives_a_hangup(s3: S3, tmp_path: Path) -> None:
@@ -279,7 +324,7 @@ def test_no_credentials_is_one_line_and_exit_3(tmp_path: Path) -> None:
     pulled = run_pull("--bucket", BUCKET, str(tmp_path / "results"))
 
     assert pulled.returncode == 3
-    assert pulled.stderr.startswith("healthcheck: error: no AWS credentials:")
+    assert pulled.stderr.startswith("healthcheck: error: no AWS credentials to read the results bucket: ")
     assert len(pulled.stderr.splitlines()) == 1
 
 
