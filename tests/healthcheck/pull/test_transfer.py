@@ -13,7 +13,7 @@ from botocore.exceptions import EndpointConnectionError
 
 from healthcheck.pull.plan import Change, Download, RemoteObject
 from healthcheck.pull.source import parse_timestamp
-from healthcheck.pull.transfer import ATTEMPTS, Fetcher
+from healthcheck.pull.transfer import ATTEMPTS, SMALL_OBJECT_BYTES, Fetcher
 
 from .conftest import BUCKET, INSTANCE_A, S3
 
@@ -87,3 +87,21 @@ def test_a_refusal_is_not_retried(s3: S3, tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["2026-11-29T10:49:55.000Z", "2026-11-29T10:49:55Z", "Sun, 29 Nov 2026 10:49:55 GMT"])
 def test_the_fast_timestamp_parser_agrees_with_botocores(value: str) -> None:
     assert parse_timestamp(value) == botocore.utils.parse_timestamp(value)
+
+
+@pytest.mark.parametrize("size", [1000, SMALL_OBJECT_BYTES + 1], ids=["one-get", "transfer-manager"])
+def test_an_object_rewritten_after_the_listing_is_not_mixed_into_the_old_one(s3: S3, tmp_path: Path, size: int) -> None:
+    key = f"{INSTANCE_A}/checkpoint.pt"
+    s3.put(key, b"a" * size)
+    client, downloads = client_and_downloads(s3, [key])
+    s3.put(key, b"b" * size)  # the instance pushed a new checkpoint between the listing and the download
+
+    (outcome,) = [
+        outcome
+        for outcome in Fetcher(client, BUCKET, tmp_path, parallel=2, on_bytes=lambda _: None).fetch(downloads)
+        if outcome is not None
+    ]
+
+    assert outcome.error == "the object changed while it was downloaded; pull again"
+    assert not (tmp_path / key).exists()
+    assert not list(tmp_path.rglob("*.part"))
