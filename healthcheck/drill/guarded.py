@@ -27,7 +27,15 @@ from healthcheck.drill.image import Image
 from healthcheck.drill.local_aws import INSTANCE_ID, LocalAws, guest_aws_files
 from healthcheck.drill.observe import Sampler
 from healthcheck.drill.qemu import Accelerator, Vm, remove_run_dir
-from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, guest_vm, start_run
+from healthcheck.drill.scenarios import (
+    GuestPlan,
+    Outcome,
+    ScenarioFailed,
+    Watcher,
+    booted_shell,
+    guest_vm,
+    start_run,
+)
 
 RESULTS_DIR = "/data/results"  # the data volume's results folder (mount-data makes it on an instance)
 BEFORE_PRESSURE = "before-pressure.txt"
@@ -40,22 +48,19 @@ _STARTED = re.compile(r"^worker (\d+): started as ", re.MULTILINE)
 _JOURNAL = re.compile(r"^\[\s*(\d+\.\d+)\] \S+ [^:]+: (.*)$", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class GuardedPlan:
+@dataclass(frozen=True, kw_only=True)
+class GuardedPlan(GuestPlan):
     """The launcher's settings (a short canary period) and how long to watch after it starts."""
 
-    workers: int = 4
     canary_s: float = 20.0
     stagger_s: float = 5.0
     watch_s: float = 150.0
     # The guard's AWS CLI calls take tens of seconds each under emulation: how long to wait for its email.
     email_wait_s: float = 180.0
-    boot_s: float = 600.0
     # The stack's setup keeps max(1 GiB, 8 %) of RAM out of the training slice (healthcheck.guard.fit), and
     # refuses a 1 GiB machine (it leaves nothing for training): 2 GiB gives the slice about 1 GiB, less than
     # the 4 workers' 1.4 GB, so the pressure is real and stays inside the slice.
     memory_mib: int = 2048
-    cpus: int = 2
 
 
 def launch_command(plan: GuardedPlan) -> str:
@@ -89,10 +94,9 @@ def run_guarded(
             keys, spec = guest_vm(
                 run_dir,
                 image,
+                plan=plan,
                 files={**guest_files(), **guest_aws_files()},
                 commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {RESULTS_DIR}"],
-                memory_mib=plan.memory_mib,
-                cpus=plan.cpus,
                 time_limit_s=plan.boot_s + plan.watch_s + 300,
                 stack_user_data=aws.user_data(bundle),
                 guest_forwards=(aws.forward(),),
@@ -100,11 +104,8 @@ def run_guarded(
             with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
                 note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")
                 note(0.0, f"the stack's bundle {bundle.version} ({bundle.size} bytes) is in moto's S3 at {bundle.key}")
-                with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=_Watcher(note).sample) as sampler:
-                    shell = GuestShell(keys, vm.ssh_port)
-                    if not shell.wait_for_boot(plan.boot_s, vm.elapsed, lambda: vm.running):
-                        raise ScenarioFailed(f"the guest did not finish booting within {plan.boot_s:.0f}s")
-                    note(vm.elapsed(), "cloud-init finished")
+                with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
+                    shell = booted_shell(keys, vm, plan, note)
                     _check_setup(shell, vm.elapsed, note)
                     pushed = _push_before_pressure(shell, aws, vm.elapsed, note)
                     started = shell.run(launch_command(plan))

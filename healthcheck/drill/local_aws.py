@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ INSTANCE_ID = "i-0d711100000000001"
 # The address and port the guest calls moto at; qemu's guestfwd relays them to moto on host loopback.
 GUEST_ADDRESS, GUEST_PORT = "10.0.2.100", 80
 AWS_WRAPPER_PATH = "/usr/local/bin/aws"
+TEST_KEY = "testing"  # moto accepts any credentials; the drill's are these
 
 
 def aws_wrapper(endpoint: str) -> str:
@@ -43,7 +45,7 @@ def aws_wrapper(endpoint: str) -> str:
     return (
         "#!/bin/sh\n"
         "# The drill's AWS CLI: every call goes to moto on the drill's host, with moto's test keys.\n"
-        "export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing\n"
+        f"export AWS_ACCESS_KEY_ID={TEST_KEY} AWS_SECRET_ACCESS_KEY={TEST_KEY}\n"
         f'exec /usr/bin/aws --endpoint-url {endpoint} "$@"\n'
     )
 
@@ -115,6 +117,20 @@ class LocalAws:
     def forward(self) -> GuestForward:
         return GuestForward("moto", guest_port=GUEST_PORT, host_port=self.port, guest_address=GUEST_ADDRESS)
 
+    def environment(self) -> dict[str, str]:
+        """The environment of a host process that calls moto (the pull): its endpoint, test keys and region,
+        and nothing of the user's own AWS setup (a profile, an endpoint) that could lead it off loopback."""
+        inherited = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        return inherited | {
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": TEST_KEY,
+            "AWS_SECRET_ACCESS_KEY": TEST_KEY,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
     def client(self, service: str) -> Any:
         import boto3
 
@@ -122,8 +138,8 @@ class LocalAws:
             service,
             region_name=self.region,
             endpoint_url=self.endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=TEST_KEY,
+            aws_secret_access_key=TEST_KEY,
         )
 
     def publish_bundle(self) -> Bundle:

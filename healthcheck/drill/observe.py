@@ -148,12 +148,14 @@ class ProbeLoop:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=self._timeout + 30, check=False, cwd=self._cwd
             )
-            self.runs.append(ProbeRun(round(started, 2), round(self._elapsed(), 2), _verdict(done.stdout)))
+            self.runs.append(ProbeRun(round(started, 2), round(self._elapsed(), 2), probe_answer(done.stdout)[0]))
             self._stop.wait(self._pause)
 
 
-def _verdict(output: str) -> str:
+def probe_answer(output: str) -> tuple[str, str]:
+    """The verdict and summary of `python -m healthcheck probe --json`'s one target; PROBE_ERROR when unreadable."""
     try:
-        return str(json.loads(output)["results"][0]["verdict"])
+        result = json.loads(output)["results"][0]
+        return str(result["verdict"]), str(result["summary"])
     except (ValueError, KeyError, IndexError, TypeError):
-        return "PROBE_ERROR"
+        return "PROBE_ERROR", ""

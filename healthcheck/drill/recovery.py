@@ -24,11 +24,9 @@ settings and the drill's `aws` for moto, and no more: the stack's prevention
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -45,9 +43,17 @@ from healthcheck.drill import timeline
 from healthcheck.drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShell, Keys, guest_files
 from healthcheck.drill.image import Image
 from healthcheck.drill.local_aws import BUCKET, LocalAws, guest_aws_files
-from healthcheck.drill.observe import Sampler, _verdict
+from healthcheck.drill.observe import Sampler, probe_answer
 from healthcheck.drill.qemu import Accelerator, Vm, remove_run_dir
-from healthcheck.drill.scenarios import Outcome, ScenarioFailed, _Watcher, guest_vm, start_run
+from healthcheck.drill.scenarios import (
+    GuestPlan,
+    Outcome,
+    ScenarioFailed,
+    Watcher,
+    booted_shell,
+    guest_vm,
+    start_run,
+)
 from healthcheck.drill.seed import GuestFile
 from healthcheck.lambdas import ssh_canary
 
@@ -175,14 +181,10 @@ class CanaryLoop:
             self._stop.wait(1.0)  # past this slot's grace, so the next wait is for the next slot
 
 
-@dataclass(frozen=True)
-class RecoveryPlan:
-    workers: int = 4
+@dataclass(frozen=True, kw_only=True)
+class RecoveryPlan(GuestPlan):
     watch_s: float = 600.0  # from the workers' start to the alarm, at most
     recover_s: float = 600.0  # from the reboot call to a HEALTHY probe, at most
-    boot_s: float = 600.0
-    memory_mib: int = 1024
-    cpus: int = 2
 
 
 def alarm_event(rule: AlarmRule, instance_id: str, at: datetime) -> dict[str, Any]:
@@ -329,21 +331,17 @@ def _drive(
     keys, spec = guest_vm(
         run_dir,
         image,
+        plan=plan,
         files={**guest_files(), **push_files(record.instance_id, BUCKET, aws.region)},
         commands=[*SETUP_COMMANDS, f"install -d -o {USER} {RESULTS_DIR}"],
-        memory_mib=plan.memory_mib,
-        cpus=plan.cpus,
         # The probe's wait and the sshd wait both count from the reboot; then the push and the pull.
         time_limit_s=plan.boot_s + plan.watch_s + plan.recover_s + PUSH_TIMEOUT_S + PULL_TIMEOUT_S + 120,
         guest_forwards=(aws.forward(),),
     )
     with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
         note(0.0, f"qemu started ({accelerator.description}); moto instance {record.instance_id} stands for it")
-        with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=_Watcher(note).sample) as sampler:
-            shell = GuestShell(keys, vm.ssh_port)
-            if not shell.wait_for_boot(plan.boot_s, vm.elapsed, lambda: vm.running):
-                raise ScenarioFailed(f"the guest did not finish booting within {plan.boot_s:.0f}s")
-            note(vm.elapsed(), "cloud-init finished")
+        with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
+            shell = booted_shell(keys, vm, plan, note)
             written = shell.run(f"seq 1 200000 >{RESULTS} && sync && sha256sum {RESULTS}")
             digest = written.stdout.split()[0] if written.returncode == 0 else ""
             note(vm.elapsed(), f"results written to /data before the pressure: {RESULTS} sha256 {digest[:12]}")
@@ -385,20 +383,10 @@ def _push_and_pull(
         note(elapsed(), f"trainguard-push FAILED (status {pushed.returncode}): {pushed.stderr.strip()[-300:]}")
         return False
     note(elapsed(), f"`trainguard-push --now` in the guest: {RESULTS_DIR} is in moto's S3 at {instance_id}/")
-    # Nothing of the user's AWS setup (a profile, an S3 endpoint of its own) may lead the pull off loopback.
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")} | {
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_ENDPOINT_URL": aws.endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": aws.region,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
     command = [sys.executable, "-m", "healthcheck", "pull", "--bucket", BUCKET, "--instance", instance_id, str(dest)]
     try:
         pulled = subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=PULL_TIMEOUT_S, check=False
+            command, env=aws.environment(), capture_output=True, text=True, timeout=PULL_TIMEOUT_S, check=False
         )
     except subprocess.TimeoutExpired:
         note(elapsed(), f"`python -m healthcheck pull` did not finish within {PULL_TIMEOUT_S:.0f}s")
@@ -550,9 +538,7 @@ def _probe(keys: Keys, port: int, vm: Vm, plan: RecoveryPlan, since: float) -> t
     verdict, summary = "PROBE_ERROR", ""
     while vm.running and vm.elapsed() - since < plan.recover_s:
         done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
-        verdict = _verdict(done.stdout)
-        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-            summary = str(json.loads(done.stdout)["results"][0]["summary"])
+        verdict, summary = probe_answer(done.stdout)
         if verdict in ("HEALTHY", "DEGRADED"):
             break
         time.sleep(3.0)

@@ -44,10 +44,9 @@ def guest_vm(
     run_dir: Path,
     image: Image,
     *,
+    plan: GuestPlan,
     files: Mapping[str, GuestFile],
     commands: list[str],
-    memory_mib: int,
-    cpus: int,
     time_limit_s: float,
     stack_user_data: str | None = None,
     guest_forwards: tuple[GuestForward, ...] = (),
@@ -62,24 +61,39 @@ def guest_vm(
     spec = VmSpec(
         image=image,
         seed_iso=seed,
-        memory_mib=memory_mib,
-        cpus=cpus,
+        memory_mib=plan.memory_mib,
+        cpus=plan.cpus,
         guest_forwards=guest_forwards,
         time_limit_s=time_limit_s,
     )
     return keys, spec
 
 
-@dataclass(frozen=True)
-class UnguardedPlan:
-    """How long to watch: until the freeze has lasted `freeze_goal_s` and the probe said HUNG, or `watch_s`."""
+@dataclass(frozen=True, kw_only=True)
+class GuestPlan:
+    """What every scenario's guest is: its size, how long it may take to boot, and how many workers it gets."""
 
     workers: int = 4
-    freeze_goal_s: float = 90.0
-    watch_s: float = 300.0
     boot_s: float = 600.0
     memory_mib: int = 1024
     cpus: int = 2
+
+
+def booted_shell(keys: Keys, vm: Vm, plan: GuestPlan, note: Callable[[float, str], None]) -> GuestShell:
+    """A shell into the guest once cloud-init has finished; ScenarioFailed when it does not within plan.boot_s."""
+    shell = GuestShell(keys, vm.ssh_port)
+    if not shell.wait_for_boot(plan.boot_s, vm.elapsed, lambda: vm.running):
+        raise ScenarioFailed(f"the guest did not finish booting within {plan.boot_s:.0f}s")
+    note(vm.elapsed(), "cloud-init finished")
+    return shell
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnguardedPlan(GuestPlan):
+    """How long to watch: until the freeze has lasted `freeze_goal_s` and the probe said HUNG, or `watch_s`."""
+
+    freeze_goal_s: float = 90.0
+    watch_s: float = 300.0
 
 
 @dataclass
@@ -113,21 +127,16 @@ def run_unguarded(
         keys, spec = guest_vm(
             run_dir,
             image,
+            plan=plan,
             files=guest_files(),
             commands=SETUP_COMMANDS,
-            memory_mib=plan.memory_mib,
-            cpus=plan.cpus,
             time_limit_s=plan.boot_s + plan.watch_s + 120,
             stack_user_data=stack_user_data,
         )
         with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
             note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")
-            watcher = _Watcher(note)
-            with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=watcher.sample) as sampler:
-                shell = GuestShell(keys, vm.ssh_port)
-                if not shell.wait_for_boot(plan.boot_s, vm.elapsed, lambda: vm.running):
-                    raise ScenarioFailed(f"the guest did not finish booting within {plan.boot_s:.0f}s")
-                note(vm.elapsed(), "cloud-init finished")
+            with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
+                shell = booted_shell(keys, vm, plan, note)
                 started = shell.run(worker_start_command(plan.workers))
                 pressure_at = vm.elapsed()
                 pids = [int(word) for word in started.stdout.split() if word.isdigit()]
@@ -173,7 +182,7 @@ def _watch(
         raise ScenarioFailed("the VM stopped during the scenario (time limit or crash)")
 
 
-class _Watcher:
+class Watcher:
     """Turns the sample stream into timeline events: only changes are worth a line."""
 
     def __init__(self, note: Callable[[float, str], None]) -> None:
