@@ -35,7 +35,7 @@ vm-deps:
 # The three scenarios in a VM (unguarded, guarded, recovery), with their timelines and table;
 # `make vm-test` runs them shortened as pytest tests.
 drill: $(READY) system-deps vm-deps
-	$(SUDO) $(PY) -m healthcheck.drill
+	$(SUDO) $(PY) -m drill
 
 vm-test: $(READY) system-deps vm-deps
 	$(PY) -m pytest -m vm tests/vm

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from healthcheck.contract import is_instance_id
+
 
 def bounded(kind: Callable[[str], float], low: float, high: float, what: str) -> Callable[[str], float]:
     """An argparse type: `kind(text)`, refused unless it lies between low and high (both allowed)."""
@@ -20,3 +22,10 @@ def bounded(kind: Callable[[str], float], low: float, high: float, what: str) ->
         return value
 
     return parse
+
+
+def instance_id(text: str) -> str:
+    """An argparse type: an EC2 instance id, whole (i- and 8 or 17 hexadecimal digits)."""
+    if not is_instance_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an instance id: pass one like i-0123456789abcdef0")
+    return text

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from healthcheck import contract
 from healthcheck.guard.psi import AGENT_STATSD_SECTION
 
-NAMESPACE = "CWAgent"
-DATA_MOUNT = "/data"
 COLLECTION_INTERVAL_S = 60
-DISK_PATHS = ("/", DATA_MOUNT)
+DISK_PATHS = ("/", contract.DATA_MOUNT)
 # What the disk alarms select on; the agent publishes this roll-up.
-DISK_DIMENSIONS = ("InstanceId", "path")
+DISK_DIMENSIONS = (contract.INSTANCE_DIMENSION, "path")
 # What the GPU metrics carry once the host name is omitted.
-GPU_DIMENSIONS = ("InstanceId", "index", "name")
+GPU_DIMENSIONS = (contract.INSTANCE_DIMENSION, "index", "name")
 GPU_MEASUREMENTS = ("utilization_gpu", "memory_used")
 
 
@@ -36,7 +35,7 @@ def agent_config(gpu: bool) -> dict[str, Any]:
     therefore picks the GPU variant on the instance, after looking.
     """
     collected: dict[str, Any] = {
-        "mem": {"measurement": ["mem_used_percent"], "metrics_collection_interval": COLLECTION_INTERVAL_S},
+        "mem": {"measurement": [contract.MEMORY_METRIC], "metrics_collection_interval": COLLECTION_INTERVAL_S},
         "disk": {
             "measurement": ["used_percent"],
             "resources": list(DISK_PATHS),
@@ -58,8 +57,8 @@ def agent_config(gpu: bool) -> dict[str, Any]:
             "run_as_user": "root",
         },
         "metrics": {
-            "namespace": NAMESPACE,
-            "append_dimensions": {"InstanceId": "${aws:InstanceId}"},
+            "namespace": contract.AGENT_NAMESPACE,
+            "append_dimensions": {contract.INSTANCE_DIMENSION: "${aws:InstanceId}"},
             "aggregation_dimensions": [list(DISK_DIMENSIONS)],
             "metrics_collected": collected,
         },

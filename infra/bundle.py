@@ -22,21 +22,24 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from infra.agent_config import DATA_MOUNT, agent_config
+from healthcheck import contract
+from infra.agent_config import agent_config
 from infra.lambda_package import package_zip
 
 USERDATA_DIR = Path(__file__).parent / "userdata"
-BUNDLE_PREFIX = "trainguard/bundle"
 AGENT_CONFIG_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
-INSTALLED_ARCHIVE = "/var/lib/trainguard/bundle.tar.gz"
 APPLY = "/usr/local/sbin/trainguard-apply"
 BIN, SBIN, UNITS = "/usr/local/bin", "/usr/local/sbin", "/etc/systemd/system"
 EXECUTABLE, READABLE = 0o755, 0o644
+# Units cannot source bundle.env; their @NAME@ placeholders are filled in from it when the bundle is built.
+PLACEHOLDER = re.compile(r"@(TRAINGUARD_[A-Z_]+)@")
+UNIT_SUFFIXES = (".service", ".timer", ".slice")
 
 
 @dataclass(frozen=True)
@@ -48,23 +51,23 @@ class BundleFile:
     content: bytes
 
 
-# (file in infra/userdata/, directory on the instance, mode): one line per file.
+# (file in infra/userdata/, path on the instance, mode): one line per file.
 FILES: tuple[tuple[str, str, int], ...] = (
-    ("trainguard-apply", SBIN, EXECUTABLE),
-    ("trainguard-apply.service", UNITS, READABLE),
-    ("trainguard-imds", SBIN, EXECUTABLE),
-    ("trainguard-mount-data", SBIN, EXECUTABLE),
-    ("trainguard-install-agent", SBIN, EXECUTABLE),
-    ("trainguard-push", BIN, EXECUTABLE),
-    ("trainguard-push-results.service", UNITS, READABLE),
-    ("trainguard-push-results.timer", UNITS, READABLE),
-    ("trainguard", BIN, EXECUTABLE),
-    ("trainguard-setup-slice", SBIN, EXECUTABLE),
-    ("trainguard.slice", UNITS, READABLE),
-    ("trainguard-training.slice", UNITS, READABLE),
-    ("trainguard-guard.service", UNITS, READABLE),
-    ("trainguard-psi.service", UNITS, READABLE),
-    ("earlyoom", "/etc/default", READABLE),
+    ("trainguard-apply", APPLY, EXECUTABLE),
+    ("trainguard-apply.service", f"{UNITS}/trainguard-apply.service", READABLE),
+    ("trainguard-imds", contract.IMDS_HELPER, EXECUTABLE),
+    ("trainguard-mount-data", f"{SBIN}/trainguard-mount-data", EXECUTABLE),
+    ("trainguard-install-agent", f"{SBIN}/trainguard-install-agent", EXECUTABLE),
+    ("trainguard-push", f"{BIN}/{contract.PUSH_COMMAND}", EXECUTABLE),
+    ("trainguard-push-results.service", f"{UNITS}/trainguard-push-results.service", READABLE),
+    ("trainguard-push-results.timer", f"{UNITS}/trainguard-push-results.timer", READABLE),
+    ("trainguard", f"{BIN}/trainguard", EXECUTABLE),
+    ("trainguard-setup-slice", f"{SBIN}/trainguard-setup-slice", EXECUTABLE),
+    ("trainguard.slice", f"{UNITS}/trainguard.slice", READABLE),
+    ("trainguard-training.slice", f"{UNITS}/{contract.TRAINING_SLICE}", READABLE),
+    ("trainguard-guard.service", f"{UNITS}/trainguard-guard.service", READABLE),
+    ("trainguard-psi.service", f"{UNITS}/trainguard-psi.service", READABLE),
+    ("earlyoom", "/etc/default/earlyoom", READABLE),
 )
 
 
@@ -72,21 +75,41 @@ def _agent(gpu: bool) -> bytes:
     return (json.dumps(agent_config(gpu=gpu), indent=1) + "\n").encode()
 
 
+def bundle_environment() -> bytes:
+    """/etc/trainguard/bundle.env: the contract's on-instance values, as shell assignments."""
+    return "".join(f"{name}={value}\n" for name, value in contract.instance_environment().items()).encode()
+
+
 # (absolute path on the instance, mode, pure function giving the content): one line per file. Contents are
 # bytes, so a generated archive (a zip of the healthcheck package, say) fits too, if it is deterministic.
 GENERATED: tuple[tuple[str, int, Callable[[], bytes]], ...] = (
     (f"{AGENT_CONFIG_DIR}/trainguard-base.json", READABLE, lambda: _agent(gpu=False)),
     (f"{AGENT_CONFIG_DIR}/trainguard-gpu.json", READABLE, lambda: _agent(gpu=True)),
-    ("/etc/trainguard/bundle.env", READABLE, f"TRAINGUARD_DATA_MOUNT={DATA_MOUNT}\n".encode),
-    ("/opt/trainguard/healthcheck.zip", READABLE, package_zip),
+    (contract.BUNDLE_ENV_FILE, READABLE, bundle_environment),
+    (contract.PACKAGE_ZIP, READABLE, package_zip),
 )
+
+
+def render(text: str) -> str:
+    """A unit's text with its @TRAINGUARD_...@ placeholders filled in from bundle.env's values."""
+    values = contract.instance_environment()
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise KeyError(f"no value for the placeholder {match.group(0)}")
+        return values[match.group(1)]
+
+    return PLACEHOLDER.sub(value, text)
+
+
+def _source(name: str) -> bytes:
+    content = (USERDATA_DIR / name).read_bytes()
+    return render(content.decode()).encode() if PurePosixPath(name).suffix in UNIT_SUFFIXES else content
 
 
 def bundle_files() -> tuple[BundleFile, ...]:
     """Every file of the bundle, in path order."""
-    files = [
-        BundleFile(f"{directory}/{name}", mode, (USERDATA_DIR / name).read_bytes()) for name, directory, mode in FILES
-    ]
+    files = [BundleFile(path, mode, _source(name)) for name, path, mode in FILES]
     files += [BundleFile(path, mode, make()) for path, mode, make in GENERATED]
     return tuple(sorted(files, key=lambda f: f.path))
 
@@ -114,7 +137,7 @@ def version(packed: bytes) -> str:
 
 def object_key(bundle_version: str) -> str:
     """Where the bundle lives in the results bucket: not under an instance id, so no instance may write it."""
-    return f"{BUNDLE_PREFIX}/{bundle_version}.tar.gz"
+    return f"{contract.BUNDLE_PREFIX}/{bundle_version}.tar.gz"
 
 
 def fetch_and_apply(bundle_version: str) -> str:
@@ -122,15 +145,16 @@ def fetch_and_apply(bundle_version: str) -> str:
 
     The user data runs it at first boot and State Manager on every new
     version, possibly at the same time: each downloads to a name of its own.
-    It reads the bucket and region from /etc/trainguard/env; an instance
+    It reads the bucket and region from the instance's env file; an instance
     whose env predates the region there asks the instance metadata for it.
     """
+    installed = contract.INSTALLED_BUNDLE
     return (
-        "set -eu; . /etc/trainguard/env; mkdir -p /var/lib/trainguard; "
-        f"new=$(mktemp {INSTALLED_ARCHIVE}.{bundle_version}.XXXXXX); "
-        "region=${TRAINGUARD_REGION:-$(/usr/local/sbin/trainguard-imds meta-data/placement/region || true)}; "
+        f"set -eu; . {contract.ENV_FILE}; mkdir -p {PurePosixPath(installed).parent}; "
+        f"new=$(mktemp {installed}.{bundle_version}.XXXXXX); "
+        f"region=${{{contract.REGION_VARIABLE}:-$({contract.IMDS_HELPER} meta-data/placement/region || true)}}; "
         'aws s3 cp --only-show-errors ${region:+--region "$region"} '
-        f'"s3://$TRAINGUARD_BUCKET/{object_key(bundle_version)}" "$new"; '
+        f'"s3://${contract.BUCKET_VARIABLE}/{object_key(bundle_version)}" "$new"; '
         f'tar -xzf "$new" -C / {APPLY.lstrip("/")}; '
         f'exec {APPLY} "$new"'
     )

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from healthcheck.lambdas.ssh_canary import NAMESPACE as CANARY_NAMESPACE
-from healthcheck.remediation.policy import CLAIM_PATH
+from healthcheck import contract
 
 Document = dict[str, Any]
-
-MANAGED_TAG_KEY = "trainguard:managed"
-SNAPSHOT_TAG_KEY = "trainguard:snapshot"
 
 
 def document(*statements: dict[str, Any]) -> Document:
@@ -69,7 +65,7 @@ def guard_notifier(topic_arn: str, key_arn: str) -> Document:
             "Effect": "Deny",
             "Action": "cloudwatch:PutMetricData",
             "Resource": "*",
-            "Condition": {"StringEquals": {"cloudwatch:namespace": CANARY_NAMESPACE}},
+            "Condition": {"StringEquals": {"cloudwatch:namespace": contract.CANARY_NAMESPACE}},
         },
     )
 
@@ -150,7 +146,7 @@ def alarm_topic(topic_arn: str, account_id: str) -> Document:
 def snapshot_lifecycle(partition: str, region: str) -> Document:
     """DLM's execution role: snapshot and prune only volumes and snapshots tagged for it."""
     ec2 = f"arn:{partition}:ec2:{region}"
-    tagged = {"StringEquals": {f"aws:ResourceTag/{SNAPSHOT_TAG_KEY}": "true"}}
+    tagged = {"StringEquals": {f"aws:ResourceTag/{contract.SNAPSHOT_TAG_KEY}": contract.SNAPSHOT_TAG_VALUE}}
     return document(
         {
             "Sid": "SnapshotTaggedVolumes",
@@ -206,13 +202,13 @@ def auto_reboot(
 ) -> Document:
     """The auto-reboot function: recover only managed instances, snapshot them, keep evidence, tell a person.
 
-    Also: claim an instance in Parameter Store (only under CLAIM_PATH), read
+    Also: claim an instance in Parameter Store (only under contract.CLAIM_PATH), read
     alarm states and the canary's SSH metric, and schedule its own looks
     again (only in its own group, passing only the relook role).
     """
     ec2 = f"arn:{partition}:ec2:{region}"
     instances = f"{ec2}:{account_id}:instance/*"
-    managed = {"StringEquals": {f"ec2:ResourceTag/{MANAGED_TAG_KEY}": "true"}}
+    managed = {"StringEquals": {f"ec2:ResourceTag/{contract.MANAGED_TAG_KEY}": contract.MANAGED_TAG_VALUE}}
     return document(
         {
             "Sid": "RecoverManagedInstances",
@@ -252,7 +248,7 @@ def auto_reboot(
             "Sid": "KeepPostMortems",
             "Effect": "Allow",
             "Action": "s3:PutObject",
-            "Resource": f"{bucket_arn}/postmortem/*",
+            "Resource": f"{bucket_arn}/{contract.POSTMORTEM_PREFIX}*",
         },
         *_tell_a_person(topic_arn, key_arn),
         {
@@ -260,7 +256,7 @@ def auto_reboot(
             "Sid": "ClaimInstances",
             "Effect": "Allow",
             "Action": ["ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameters"],
-            "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter{CLAIM_PATH}/*",
+            "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter{contract.CLAIM_PATH}/*",
         },
         {
             # Reads only. GetMetricStatistics has no resource type; DescribeAlarms is a List action, and a
@@ -329,7 +325,7 @@ def ssh_canary(*, partition: str, region: str, account_id: str, log_group_arn: s
             "Effect": "Allow",
             "Action": "cloudwatch:PutMetricData",
             "Resource": "*",  # PutMetricData has no resource type; the namespace condition scopes it
-            "Condition": {"StringEquals": {"cloudwatch:namespace": CANARY_NAMESPACE}},
+            "Condition": {"StringEquals": {"cloudwatch:namespace": contract.CANARY_NAMESPACE}},
         },
         {
             # Lambda needs this to manage the function's VPC interfaces, and it works only on "*":

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import yaml
 
+from healthcheck import contract
 from infra.aws_rules import MAX_USER_DATA_BYTES
 from infra.bundle import fetch_and_apply
 
 
 def environment(bucket: str, data_volume_id: str, region: str, topic_arn: str) -> str:
     """/etc/trainguard/env: the per-instance values the scripts read (the topic is the guard's, for emails)."""
-    return (
-        f"TRAINGUARD_BUCKET={bucket}\nTRAINGUARD_DATA_VOLUME_ID={data_volume_id}\nTRAINGUARD_REGION={region}\n"
-        f"TRAINGUARD_TOPIC_ARN={topic_arn}\n"
-    )
+    values = {
+        contract.BUCKET_VARIABLE: bucket,
+        contract.DATA_VOLUME_ID_VARIABLE: data_volume_id,
+        contract.REGION_VARIABLE: region,
+        contract.TOPIC_ARN_VARIABLE: topic_arn,
+    }
+    return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
 def cloud_config(
@@ -30,7 +34,7 @@ def cloud_config(
     return {
         "write_files": [
             {
-                "path": "/etc/trainguard/env",
+                "path": contract.ENV_FILE,
                 "permissions": "0644",
                 "content": environment(bucket, data_volume_id, region, topic_arn),
             }

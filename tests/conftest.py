@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
+from healthcheck import contract
 from healthcheck.cli import main
 from healthcheck.probe.sandbox import ThrowawaySshd
 
@@ -46,6 +47,17 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # moto's thousands of sample AMIs cost seconds per test; the tests name their own image id.
     monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     return home
+
+
+def write_bundle_env(path: Path, **paths: str | Path) -> Path:
+    """A bundle.env as the bundle writes it (the contract's values), with some pointed at a test's own folders.
+
+    The instance's scripts read it from TRAINGUARD_BUNDLE_ENV; returns `path`.
+    """
+    values = contract.instance_environment() | {name: str(value) for name, value in paths.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    return path
 
 
 AWS_REGION = "eu-west-1"

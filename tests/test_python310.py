@@ -8,6 +8,7 @@ CI on a clean Debian has no 3.10: that test skips with the reason and vermin sti
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,32 @@ from pathlib import Path
 import pytest
 
 from infra.lambda_package import package_zip
+from tests.conftest import write_bundle_env
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 USERDATA = REPO / "infra" / "userdata"
-PYTHON310 = Path(os.environ.get("TRAINGUARD_PYTHON310", "/root/.pyenv/versions/3.10.13/bin/python3"))
+
+
+def find_python_310() -> Path | None:
+    """TRAINGUARD_PYTHON310, else a python3.10 on PATH that runs, else one that pyenv installed; None if none."""
+    candidates = [os.environ.get("TRAINGUARD_PYTHON310"), shutil.which("python3.10")]
+    if shutil.which("pyenv"):
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False).stdout.strip()
+        candidates += sorted(str(path) for path in Path(root or "/nonexistent").glob("versions/3.10*/bin/python3.10"))
+    for candidate in filter(None, candidates):
+        ran = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 10))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if ran.stdout.strip() == "True":
+            return Path(candidate)
+    return None
+
+
+PYTHON310 = find_python_310()
 SAMPLES = REPO / "tests" / "healthcheck" / "guard" / "samples"
 
 
@@ -53,10 +75,22 @@ def bundle_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def need_python_310() -> Path:
+    if PYTHON310 is None:
+        pytest.skip(
+            "no Python 3.10: none on PATH, none from pyenv, TRAINGUARD_PYTHON310 unset; vermin still checks 3.10"
+        )
+    return PYTHON310
+
+
 def run_310(script: str, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not PYTHON310.exists():
-        pytest.skip(f"no Python 3.10 at {PYTHON310} (set TRAINGUARD_PYTHON310); vermin still checks 3.10")
-    environment = {"PATH": "/usr/bin:/bin", "TRAINGUARD_ZIP": str(bundle), "TRAINGUARD_PYTHON": str(PYTHON310)}
+    python = need_python_310()
+    bundle_env = write_bundle_env(bundle.with_name("bundle.env"), TRAINGUARD_ZIP=bundle)
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "TRAINGUARD_BUNDLE_ENV": str(bundle_env),
+        "TRAINGUARD_PYTHON": str(python),
+    }
     return subprocess.run(
         ["sh", str(USERDATA / script), *args], capture_output=True, text=True, env=environment, check=False, timeout=60
     )
@@ -76,10 +110,9 @@ def test_launch_status_on_python_310_imports_nothing_outside_the_standard_librar
         "bad = sorted({m.split('.')[0] for m in sys.modules} & {'paramiko', 'boto3', 'botocore', 'tenacity'});"
         "print('THIRD-PARTY', bad); sys.exit(code)"
     )
-    if not PYTHON310.exists():
-        pytest.skip(f"no Python 3.10 at {PYTHON310}")
+    python = need_python_310()
     done = subprocess.run(
-        [str(PYTHON310), "-I", "-c", f"import sys; sys.path.insert(0, {str(bundle_zip)!r}); {probe}"],
+        [str(python), "-I", "-c", f"import sys; sys.path.insert(0, {str(bundle_zip)!r}); {probe}"],
         capture_output=True,
         text=True,
         check=False,
@@ -105,7 +138,7 @@ def test_the_guards_pure_functions_and_the_slice_setup_run_on_python_310(bundle_
     assert (tmp_path / "etc/systemd/system/trainguard-training.slice.d/50-memory.conf").exists()
     fit_check = subprocess.run(
         [
-            str(PYTHON310),
+            str(need_python_310()),
             "-I",
             "-c",
             f"import sys; sys.path.insert(0, {str(bundle_zip)!r});"

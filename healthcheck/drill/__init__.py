@@ -1,6 +1,5 @@
-"""The drill: the incident reproduced, in a local VM (`make drill`) or on a deployed instance (`drill i-...`).
+"""`trainguard drill i-...`: freeze sshd on a deployed instance and time trainguard's detection and recovery.
 
-The VM harness (image, seed, qemu, timeline probe, scenarios) runs on the
-developer's machine and in CI, never on the instances; it uses the standard
-library only. The AWS drill imports boto3 only when it runs.
+boto3 is imported only when it runs. The same incident in a local VM, with no
+AWS account, is the repository's VM harness (`make drill`).
 """

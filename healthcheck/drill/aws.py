@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from healthcheck.lambdas.ssh_canary import NAMESPACE as CANARY_NAMESPACE
-from healthcheck.remediation.policy import HISTORY_TAG, Entry, decode_history
+from healthcheck import contract
+from healthcheck.remediation.policy import Entry, decode_history
 
-CANARY_METRIC = "SSHResponsive"
 THAW_UNIT = "trainguard-drill-thaw"
 # The stack's detection_budget_seconds["userspace_freeze"] with its default
 # settings (infra/detection.py; a test keeps the two equal).
@@ -170,10 +169,14 @@ class AwsDrill:
         if instance["State"]["Name"] != "running":
             raise DrillRefused(f"{self.instance_id} is {instance['State']['Name']}, not running")
         alarms = self.cloudwatch.describe_alarms_for_metric(
-            MetricName=CANARY_METRIC, Namespace=CANARY_NAMESPACE, Dimensions=self._dimensions()
+            MetricName=contract.SSH_RESPONSIVE_METRIC,
+            Namespace=contract.CANARY_NAMESPACE,
+            Dimensions=self._dimensions(),
         )["MetricAlarms"]
         if not alarms:
-            raise DrillRefused(f"{self.instance_id} has no {CANARY_METRIC} alarm: is the stack's canary deployed?")
+            raise DrillRefused(
+                f"{self.instance_id} has no {contract.SSH_RESPONSIVE_METRIC} alarm: is the stack's canary deployed?"
+            )
         address = instance.get("PrivateIpAddress") if self.private_address else instance.get("PublicIpAddress")
         if not address:
             kind = "private" if self.private_address else "public (pass --private?)"
@@ -221,8 +224,8 @@ class AwsDrill:
     def _poll(self, seen: Observations, alarm_name: str, address: str) -> None:
         now = self.now()
         points = self.cloudwatch.get_metric_statistics(
-            Namespace=CANARY_NAMESPACE,
-            MetricName=CANARY_METRIC,
+            Namespace=contract.CANARY_NAMESPACE,
+            MetricName=contract.SSH_RESPONSIVE_METRIC,
             Dimensions=self._dimensions(),
             StartTime=seen.freeze_at - timedelta(seconds=60),
             EndTime=now + timedelta(seconds=10),
@@ -244,7 +247,9 @@ class AwsDrill:
         if instance is not None:
             tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
             floor = seen.freeze_at.replace(microsecond=0)
-            seen.decisions = [entry for entry in decode_history(tags.get(HISTORY_TAG)) if entry.at >= floor]
+            seen.decisions = [
+                entry for entry in decode_history(tags.get(contract.HISTORY_TAG_KEY)) if entry.at >= floor
+            ]
             state = instance["State"]["Name"]
             if not seen.states or seen.states[-1][1] != state:
                 seen.states.append((now, state))
@@ -264,7 +269,7 @@ class AwsDrill:
         return reservations[0]["Instances"][0] if reservations else None
 
     def _dimensions(self) -> list[dict[str, str]]:
-        return [{"Name": "InstanceId", "Value": self.instance_id}]
+        return [{"Name": contract.INSTANCE_DIMENSION, "Value": self.instance_id}]
 
     def _send(self, commands: list[str], comment: str) -> str:
         sent = self.ssm.send_command(

@@ -16,7 +16,7 @@ import sys
 from datetime import timedelta
 from typing import Any, TextIO
 
-from healthcheck.arguments import bounded
+from healthcheck.arguments import bounded, instance_id
 from healthcheck.drill.aws import (
     DEFAULT_BUDGET_S,
     DEFAULT_THAW_AFTER_S,
@@ -28,7 +28,7 @@ from healthcheck.drill.aws import (
     judge,
 )
 from healthcheck.errors import Terminated, UsageError, aws_setup_as_usage, interrupted_exit_status, signal_name
-from healthcheck.probe.ec2 import INSTANCE_ID
+from healthcheck.probe.stages import check_banner
 from healthcheck.remediation.policy import RemediationConfigError, managed_tag
 from healthcheck.status import Status
 
@@ -45,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "refused; interrupted (Ctrl-C 130, SIGTERM 143, a closed terminal 129), it thaws sshd at once. The VM "
         "version of the drill, with no AWS account: make drill",
     )
-    drill.add_argument("instance_id", metavar="INSTANCE_ID", help="the instance, i-...")
+    drill.add_argument("instance_id", type=instance_id, metavar="INSTANCE_ID", help="the instance, i-...")
     drill.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     drill.add_argument(
         "--budget",
@@ -68,8 +68,6 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_drill(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin, drill: AwsDrill | None = None) -> int:
-    if not INSTANCE_ID.match(args.instance_id):
-        raise UsageError(f"{args.instance_id!r} is not an instance id: pass one like i-0123456789abcdef0")
     drill = drill or _drill(args)
     try:
         with aws_setup_as_usage("to drive the drill", "to find the instance in"):
@@ -119,9 +117,6 @@ def _confirmed(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> bool:
 def _drill(args: argparse.Namespace) -> AwsDrill:
     import boto3
 
-    from healthcheck.drill.observe import banner
-    from healthcheck.drill.timeline import BANNER_OK
-
     try:
         tag = managed_tag(os.environ)
     except RemediationConfigError as error:
@@ -131,7 +126,7 @@ def _drill(args: argparse.Namespace) -> AwsDrill:
         clients = [session.client(name) for name in ("ec2", "ssm", "cloudwatch")]
 
     def ssh_answers(address: str) -> bool:
-        return banner(address, 22, SSH_CHECK_TIMEOUT_S)[0] == BANNER_OK
+        return check_banner(address, 22, SSH_CHECK_TIMEOUT_S).alive
 
     ec2, ssm, cloudwatch = clients
     return AwsDrill(ec2, ssm, cloudwatch, args.instance_id, tag, ssh_answers=ssh_answers, private_address=args.private)

@@ -36,7 +36,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --workers N [options] -- COMMAND... | --status | --stop",
-        epilog="{worker} in COMMAND becomes the worker's index. Output: /data/results/logs/worker-N.log. "
+        epilog="{worker} in COMMAND becomes the worker's index. "
+        f"Output: {units.log_path(0).with_name('worker-N.log')}. "
         "Exit status: 0 all started (or --status: all running), 1 fewer started (--fit, or waited too long) "
         "or a worker failed, 2 the canary died or too few fit, 3 bad input or no slice; "
         "130 (143) on Ctrl-C (SIGTERM), which leaves the started workers running.",

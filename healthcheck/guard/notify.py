@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from healthcheck import contract
 from healthcheck.guard import fit, units
 from healthcheck.guard.host import Completed, Host, Runner, run_command
 
@@ -34,9 +35,6 @@ EARLYOOM_UNIT = "earlyoom.service"
 # earlyoom 1.6 to 1.8 all begin the kill line so; the fields after the name vary by version.
 EARLYOOM_KILL = re.compile(r'sending (SIG\w+) to process (\d+) uid (\d+) "(.*)": .*?VmRSS (\d+) MiB')
 # Not the canary's namespace ("Trainguard"): the instances may not publish there (infra.policies).
-NAMESPACE = "Trainguard/Guard"
-METRIC = "WorkerOOMKills"
-PUSH_COMMAND = "trainguard-push"
 # A push already running holds the lock: wait for it briefly, bound the upload, and so the email
 # goes out within PUSH_TIMEOUT_S + 2 x AWS_TIMEOUT_S of the kill whatever S3 does.
 PUSH_ARGUMENTS = ("--now", "--wait", "20", "--timeout", "90")
@@ -116,9 +114,7 @@ def message(kill: Kill, context: Context) -> tuple[str, str]:
             f"worker that died:  {who} ({kill.unit})",
             f"its peak memory:   {fit.human(peak) if peak else 'unknown (not sampled before it died)'}",
         ]
-        log = (
-            f"/data/results/logs/worker-{kill.worker}.log" if kill.worker is not None else f"journalctl -u {kill.unit}"
-        )
+        log = str(units.log_path(kill.worker)) if kill.worker is not None else f"journalctl -u {kill.unit}"
     else:
         subject = f"trainguard: earlyoom on {where} killed {kill.process} (pid {kill.pid})"
         body = [
@@ -159,11 +155,11 @@ def metric_argv(instance_id: str, region: str) -> list[str]:
         "cloudwatch",
         "put-metric-data",
         "--namespace",
-        NAMESPACE,
+        contract.GUARD_NAMESPACE,
         "--metric-name",
-        METRIC,
+        contract.OOM_KILLS_METRIC,
         "--dimensions",
-        f"InstanceId={instance_id}",
+        f"{contract.INSTANCE_DIMENSION}={instance_id}",
         "--value",
         "1",
         "--unit",
@@ -235,9 +231,9 @@ class Notifier:
         return True
 
     def _push(self) -> str:
-        command = self.which(PUSH_COMMAND)
+        command = self.which(contract.PUSH_COMMAND)
         if not command:
-            return f"not pushed ({PUSH_COMMAND} is not installed; the 5-minute timer still runs)"
+            return f"not pushed ({contract.PUSH_COMMAND} is not installed; the 5-minute timer still runs)"
         done = self._step("push", [command, *PUSH_ARGUMENTS], PUSH_TIMEOUT_S)
         return "pushed to S3 at once" if done.ok else f"push failed ({done.why()}); the 5-minute timer still runs"
 
@@ -288,19 +284,19 @@ def journal_lines(fd: int) -> Callable[[float], Sequence[str] | None]:
 
 
 def instance_id(environ: Mapping[str, str], run: Runner) -> str:
-    if environ.get("TRAINGUARD_INSTANCE_ID"):
-        return environ["TRAINGUARD_INSTANCE_ID"]
-    done = run(["/usr/local/sbin/trainguard-imds", "meta-data/instance-id"], 20.0)
+    if environ.get(contract.INSTANCE_ID_VARIABLE):
+        return environ[contract.INSTANCE_ID_VARIABLE]
+    done = run([contract.IMDS_HELPER, "meta-data/instance-id"], 20.0)
     return done.stdout.strip() if done.ok else "unknown-instance"
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
-    topic_arn = environ.get("TRAINGUARD_TOPIC_ARN", "")
+    topic_arn = environ.get(contract.TOPIC_ARN_VARIABLE, "")
     if not region_of(topic_arn):
         print(
-            f"trainguard-guard: TRAINGUARD_TOPIC_ARN {topic_arn!r} is not an SNS topic ARN: set it in"
-            " /etc/trainguard/env (arn:aws:sns:REGION:ACCOUNT:NAME)",
+            f"trainguard-guard: {contract.TOPIC_ARN_VARIABLE} {topic_arn!r} is not an SNS topic ARN: set it in"
+            f" {contract.ENV_FILE} (arn:aws:sns:REGION:ACCOUNT:NAME)",
             file=sys.stderr,
         )
         return 3

@@ -20,11 +20,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from healthcheck import contract
 from healthcheck.guard.host import Host
 from healthcheck.guard.readings import Pressure, parse_pressure
 
-METRIC_SOME = "trainguard_memory_pressure_some_avg10"
-METRIC_FULL = "trainguard_memory_pressure_full_avg10"
 DEFAULT_ADDRESS = ("127.0.0.1", 8125)
 INTERVAL_S = 10.0
 # The agent config's metrics.metrics_collected.statsd section this publisher needs (for infra/agent_config.py):
@@ -39,8 +38,8 @@ AGENT_STATSD_SECTION = {
 def statsd_datagrams(pressure: Pressure) -> list[bytes]:
     """The gauges as StatsD lines, one datagram each (pure)."""
     return [
-        f"{METRIC_SOME}:{pressure.some_avg10:.2f}|g".encode(),
-        f"{METRIC_FULL}:{pressure.full_avg10:.2f}|g".encode(),
+        f"{contract.PRESSURE_SOME_METRIC}:{pressure.some_avg10:.2f}|g".encode(),
+        f"{contract.PRESSURE_FULL_METRIC}:{pressure.full_avg10:.2f}|g".encode(),
     ]
 
 

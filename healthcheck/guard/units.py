@@ -6,13 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-SLICE = "trainguard-training.slice"
+from healthcheck import contract
+
+SLICE = contract.TRAINING_SLICE
 # systemd nests slices by the dashes in their names: trainguard-training.slice lives in trainguard.slice
 # (systemd.slice(5)), so its cgroup is /sys/fs/cgroup/trainguard.slice/trainguard-training.slice.
 SLICE_CGROUP = PurePosixPath("trainguard.slice") / SLICE
-UNIT_PREFIX = "trainguard-worker-"
+UNIT_PREFIX = contract.WORKER_UNIT_PREFIX
 UNIT_PATTERN = f"{UNIT_PREFIX}*.service"
-LOG_DIR = PurePosixPath("/data/results/logs")
+LOG_DIR = PurePosixPath(contract.WORKER_LOG_DIR)
 WORKER_PLACEHOLDER = "{worker}"
 NICE = 10
 IO_PRIORITY = 7  # best-effort class, lowest priority (ioprio 0..7, 7 lowest: ionice(1))
@@ -76,7 +78,7 @@ def systemd_run_argv(spec: WorkerSpec) -> list[str]:
         f"--property=StandardOutput=append:{log}",
         f"--property=StandardError=append:{log}",
         f"--setenv=PATH={spec.path}",
-        f"--setenv=TRAINGUARD_WORKER={spec.worker}",
+        f"--setenv={contract.WORKER_VARIABLE}={spec.worker}",
     ]
     if spec.memory_max is not None:
         argv.append(f"--property=MemoryMax={spec.memory_max}")

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from healthcheck.probe.deadline import Deadline
-from healthcheck.probe.stages import SshdBusy, StageFailed, connect, exchange_identification, resolve
+from healthcheck import contract
+from healthcheck.probe.stages import check_banner
 
-NAMESPACE = "Trainguard"
 DEFAULT_INTERVAL_S = 10
 # A sample must be decided well inside its interval, so samples never overlap.
 PROBE_SHARE_OF_INTERVAL = 0.5
@@ -72,29 +71,21 @@ class Sample:
 
 
 def banner_sample(target: Target, timeout: float, clock: Callable[[], float] = time.monotonic) -> Sample:
-    """Connect and read the SSH identification within `timeout`: the probe's tcp and banner stages."""
-    started = clock()
-    deadline = Deadline(timeout, clock)
-    try:
-        sock = connect(resolve(target.address, target.port, deadline), deadline)
-        try:
-            identification = exchange_identification(sock, deadline)
-        finally:
-            sock.close()
-    except SshdBusy as busy:
-        # sshd answered to turn us away (MaxStartups): it is alive, so the host is responsive.
-        return Sample(target.instance_id, True, clock() - started, busy.detail)
-    except StageFailed as failure:
-        return Sample(target.instance_id, False, clock() - started, f"{failure.verdict.value}: {failure.detail}")
-    return Sample(target.instance_id, True, clock() - started, identification.server_id)
+    """Connect and read the SSH identification within `timeout`: the probe's tcp and banner stages.
+
+    sshd turning the connection away as busy (MaxStartups) answered: it is alive, so the host is responsive.
+    """
+    check = check_banner(target.address, target.port, timeout, clock)
+    detail = check.detail if check.alive or check.verdict is None else f"{check.verdict.value}: {check.detail}"
+    return Sample(target.instance_id, check.alive, check.seconds, detail)
 
 
 def metric_data(samples: list[Sample], at: datetime) -> list[dict[str, Any]]:
     """PutMetricData entries for one sample round: high resolution, dimensioned by InstanceId only."""
     return [
         {
-            "MetricName": "SSHResponsive",
-            "Dimensions": [{"Name": "InstanceId", "Value": sample.instance_id}],
+            "MetricName": contract.SSH_RESPONSIVE_METRIC,
+            "Dimensions": [{"Name": contract.INSTANCE_DIMENSION, "Value": sample.instance_id}],
             "Timestamp": at,
             "Value": 1.0 if sample.responsive else 0.0,
             "Unit": "Count",
@@ -208,7 +199,7 @@ class Canary:
     def _publish(self, data: list[dict[str, Any]]) -> None:
         for chunk in range(0, len(data), MAX_ENTRIES_PER_REQUEST):
             self.cloudwatch.put_metric_data(
-                Namespace=NAMESPACE, MetricData=data[chunk : chunk + MAX_ENTRIES_PER_REQUEST]
+                Namespace=contract.CANARY_NAMESPACE, MetricData=data[chunk : chunk + MAX_ENTRIES_PER_REQUEST]
             )
 
 
@@ -218,7 +209,7 @@ def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str,
         import boto3
 
         canary = Canary(
-            boto3.client("cloudwatch", endpoint_url=os.environ.get("TRAINGUARD_MONITORING_ENDPOINT") or None),
+            boto3.client("cloudwatch", endpoint_url=os.environ.get(contract.MONITORING_ENDPOINT_VARIABLE) or None),
             **_settings(os.environ),
         )
     targets, samples, problems = parse_event(event, canary.port, canary.samples_per_minute)
@@ -249,6 +240,6 @@ def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str,
 
 def _settings(environ: Mapping[str, str]) -> dict[str, Any]:
     return {
-        "interval": float(environ.get("TRAINGUARD_CANARY_INTERVAL_SECONDS", DEFAULT_INTERVAL_S)),
-        "port": int(environ.get("TRAINGUARD_SSH_PORT", "22")),
+        "interval": float(environ.get(contract.CANARY_INTERVAL_VARIABLE, DEFAULT_INTERVAL_S)),
+        "port": int(environ.get(contract.SSH_PORT_VARIABLE, "22")),
     }

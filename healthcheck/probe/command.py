@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
+from healthcheck import contract
 from healthcheck.arguments import bounded
 from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
 from healthcheck.probe import ec2
@@ -134,7 +135,10 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     probe.add_argument("--private", action="store_true", help="for i- targets, use the private address")
     probe.add_argument("--region", help="AWS region for i- targets (default: from the AWS config)")
     probe.add_argument(
-        "--data-mount", default="/data", metavar="PATH", help="data disk whose use is reported (default: %(default)s)"
+        "--data-mount",
+        default=contract.DATA_MOUNT,
+        metavar="PATH",
+        help="data disk whose use is reported (default: %(default)s)",
     )
     defaults = Thresholds()
     for option, field, upper, metavar, meaning in THRESHOLD_OPTIONS:

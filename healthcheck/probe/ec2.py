@@ -7,14 +7,11 @@ a third of a second that a plain probe should not pay.
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from healthcheck.errors import UsageError, no_aws_credentials, no_aws_region
-
-INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import tenacity
 
+from healthcheck import contract
 from healthcheck.errors import Terminated
 from healthcheck.probe.deadline import Clock, Deadline
 from healthcheck.probe.ec2 import Lookup
@@ -81,7 +82,7 @@ class ProbeSettings:
     login: bool = True
     known_hosts: KnownHosts | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
-    data_mount: str = "/data"
+    data_mount: str = contract.DATA_MOUNT
     private_address: bool = False
 
 

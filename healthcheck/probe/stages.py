@@ -13,6 +13,8 @@ import ipaddress
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from healthcheck import __version__
@@ -254,6 +256,41 @@ class _IdentificationReader:
     def _busy_if_refusal(line: bytes) -> None:
         if line.startswith(SSHD_REFUSALS):
             raise SshdBusy(line[:80].decode("ascii", errors="replace"))
+
+
+@dataclass(frozen=True)
+class BannerCheck:
+    """One look at sshd's identification: what it sent, or the verdict its silence or refusal means."""
+
+    server_id: str | None  # the identification line, when it came
+    verdict: Verdict | None  # why it did not come, when it did not
+    busy: bool  # sshd turned the connection away (MaxStartups): alive, but no identification
+    seconds: float
+    detail: str
+
+    @property
+    def alive(self) -> bool:
+        """sshd answered: with its identification, or to say it is busy."""
+        return self.server_id is not None or self.busy
+
+
+def check_banner(host: str, port: int, timeout: float, clock: Callable[[], float] = time.monotonic) -> BannerCheck:
+    """Connect and read sshd's identification within `timeout`: the probe's resolve, tcp and banner stages.
+
+    The SSH canary, the drills and `trainguard status` all look at sshd this way.
+    """
+    started = clock()
+    deadline = Deadline(timeout, clock)
+    try:
+        sock = connect(resolve(host, port, deadline), deadline)
+        try:
+            identification = exchange_identification(sock, deadline)
+        finally:
+            abandon(sock)
+    except StageFailed as failure:
+        busy = isinstance(failure, SshdBusy)
+        return BannerCheck(None, failure.verdict, busy, clock() - started, failure.detail)
+    return BannerCheck(identification.server_id, None, False, clock() - started, identification.server_id)
 
 
 def _silence(received: bytes | bytearray, deadline: Deadline) -> StageFailed:

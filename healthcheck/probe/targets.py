@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from healthcheck.contract import is_instance_id
 from healthcheck.errors import UsageError
-from healthcheck.probe.ec2 import INSTANCE_ID
 
 if TYPE_CHECKING:
     import paramiko
@@ -138,7 +138,7 @@ def parse_target(spec: str, defaults: TargetDefaults, ssh_config: paramiko.SSHCo
             f"{host} uses ProxyJump/ProxyCommand in ssh config, which the probe does not support yet: "
             "probe the jump host itself, or run the probe from it"
         )
-    is_instance = INSTANCE_ID.match(host) is not None
+    is_instance = is_instance_id(host)
     config_port = settings.get("port")
     address = host if is_instance else settings.get("hostname", host)
     check_host_name(address, f"target {spec!r}")

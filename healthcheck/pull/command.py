@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
-from healthcheck.arguments import bounded
+from healthcheck import contract
+from healthcheck.arguments import bounded, instance_id
 from healthcheck.errors import UsageError
 from healthcheck.pull.dest import Destination
 from healthcheck.pull.plan import Change, PullPlan, Recorded, plan
@@ -33,7 +34,6 @@ from healthcheck.pull.render import (
 from healthcheck.pull.source import (
     Scope,
     SourceUnavailable,
-    check_instance,
     list_scope,
     make_client,
     pulumi_stack_bucket,
@@ -48,18 +48,18 @@ DEFAULT_PARALLEL = 16
 # How often the manifest is saved while files arrive, so a killed pull does not fetch them all again.
 MANIFEST_SAVE_SECONDS = 5.0
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Copy the instances' results from the results bucket to DEST, incrementally.
 
 Files land in DEST/<instance-id>/..., as they were in the instance's
-/data/results (post-mortems in DEST/postmortem/<instance-id>/...). A manifest
+{contract.RESULTS_DIR} (post-mortems in DEST/{contract.POSTMORTEM_PREFIX}<instance-id>/...). A manifest
 in DEST records each file's size and ETag, so a second pull downloads only
 what changed. Each file is written to a hidden .part file and renamed only
 when complete; nothing local is ever deleted.
 """
 
-EPILOG = """\
-bucket: --bucket, else $TRAINGUARD_BUCKET, else the stack's bucket_name output
+EPILOG = f"""\
+bucket: --bucket, else ${contract.BUCKET_VARIABLE}, else the stack's bucket_name output
 (`pulumi stack output --json`, when the Pulumi CLI is on PATH).
 
 exit status: 0 done, 1 some files failed (listed), 3 bad input, no credentials,
@@ -81,6 +81,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     pull.add_argument("--bucket", help="the results bucket (default: $TRAINGUARD_BUCKET, else the Pulumi stack)")
     pull.add_argument(
         "--instance",
+        type=instance_id,
         action="append",
         default=[],
         metavar="i-...",
@@ -89,7 +90,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     pull.add_argument(
         "--postmortem",
         action="store_true",
-        help="also fetch postmortem/<instance-id>/: console output, screenshot and reboot decision",
+        help=f"also fetch {contract.POSTMORTEM_PREFIX}<instance-id>/: console output, screenshot and reboot decision",
     )
     pull.add_argument(
         "--watch",
@@ -114,7 +115,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run_pull(args: argparse.Namespace, out: TextIO) -> int:
     # An instance named twice is listed once (twice, its files would race for the same .part file).
-    scope = Scope(tuple(dict.fromkeys(check_instance(instance) for instance in args.instance)), args.postmortem)
+    scope = Scope(tuple(dict.fromkeys(args.instance)), args.postmortem)
     bucket, _ = resolve_bucket(args.bucket, os.environ, pulumi_stack_bucket)
     destination = Destination(args.dest)
     client = make_client(args.parallel)

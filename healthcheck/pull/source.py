@@ -16,16 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
+from healthcheck.contract import BUCKET_VARIABLE, POSTMORTEM_PREFIX, is_instance_id
 from healthcheck.errors import UsageError, no_aws_credentials
-from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.pull.plan import RemoteObject
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
-BUCKET_VARIABLE = "TRAINGUARD_BUCKET"
-POSTMORTEM_PREFIX = "postmortem/"
 PULUMI_TIMEOUT = 60.0
 # General purpose bucket names: 3-63 characters, lowercase letters, digits, dots and hyphens, beginning
 # and ending with a letter or digit, no two adjacent dots
@@ -51,12 +49,6 @@ def check_bucket(name: str, origin: str) -> str:
             f"{name!r} (from {origin}) is not an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens"
         )
     return name
-
-
-def check_instance(instance_id: str) -> str:
-    if not INSTANCE_ID.match(instance_id):
-        raise UsageError(f"--instance {instance_id!r} is not an instance id: pass one like i-0123456789abcdef0")
-    return instance_id
 
 
 def resolve_bucket(
@@ -122,7 +114,7 @@ def _is_in_scope(key: str, postmortem: bool) -> bool:
     if postmortem and key.startswith(POSTMORTEM_PREFIX):
         key = key[len(POSTMORTEM_PREFIX) :]
     instance, slash, _ = key.partition("/")
-    return bool(slash) and INSTANCE_ID.match(instance) is not None
+    return bool(slash) and is_instance_id(instance)
 
 
 def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[RemoteObject]:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from healthcheck import contract
 from healthcheck.remediation.events import AlarmEvent, relook_payload
 from healthcheck.remediation.policy import (
-    HISTORY_TAG,
     Action,
     Decision,
     Entry,
@@ -237,7 +237,7 @@ class Remediator:
         if self.settings.topic_arn:
             self._run(steps, "email", lambda: self._publish(outcome))
         else:
-            self._skip(steps, "email", "no topic configured (TRAINGUARD_TOPIC_ARN, --topic-arn)")
+            self._skip(steps, "email", f"no topic configured ({contract.TOPIC_ARN_VARIABLE}, --topic-arn)")
         return replace(outcome, steps=tuple(steps))
 
     def _snapshot(self, outcome: Outcome, steps: list[Step]) -> tuple[str, ...]:
@@ -252,9 +252,9 @@ class Remediator:
                     {
                         "ResourceType": "snapshot",
                         "Tags": [
-                            {"Key": "trainguard:alarm", "Value": outcome.event.alarm_name[:256]},
-                            {"Key": "trainguard:reason", "Value": outcome.decision.reason[:256]},
-                            {"Key": "trainguard:instance", "Value": outcome.instance_id},
+                            {"Key": contract.SNAPSHOT_ALARM_TAG_KEY, "Value": outcome.event.alarm_name[:256]},
+                            {"Key": contract.SNAPSHOT_REASON_TAG_KEY, "Value": outcome.decision.reason[:256]},
+                            {"Key": contract.SNAPSHOT_INSTANCE_TAG_KEY, "Value": outcome.instance_id},
                         ],
                     }
                 ],
@@ -277,9 +277,9 @@ class Remediator:
 
         self._run(steps, "console output", fetch, failure_note="no console output kept")
         if not self.settings.bucket:
-            self._skip(steps, "post-mortem", "no bucket configured (TRAINGUARD_BUCKET, --bucket)")
+            self._skip(steps, "post-mortem", f"no bucket configured ({contract.BUCKET_VARIABLE}, --bucket)")
             return None, console.get("tail", ())
-        prefix = f"postmortem/{outcome.instance_id}/{outcome.at}/"
+        prefix = f"{contract.POSTMORTEM_PREFIX}{outcome.instance_id}/{outcome.at}/"
 
         def store() -> str:
             put = functools.partial(self.clients.s3.put_object, Bucket=self.settings.bucket)
@@ -401,9 +401,9 @@ class Remediator:
     def _ssh_answers(self, instance_id: str, now: datetime) -> bool:
         """The canary's latest Trainguard/SSHResponsive for the instance, read and judged (no data: not answering)."""
         response = self.clients.cloudwatch.get_metric_statistics(
-            Namespace="Trainguard",
-            MetricName="SSHResponsive",
-            Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+            Namespace=contract.CANARY_NAMESPACE,
+            MetricName=contract.SSH_RESPONSIVE_METRIC,
+            Dimensions=[{"Name": contract.INSTANCE_DIMENSION, "Value": instance_id}],
             StartTime=now - SSH_LOOKBACK,
             EndTime=now,
             Period=SSH_PERIOD_S,
@@ -414,8 +414,8 @@ class Remediator:
 
     def _record(self, instance_id: str, history: tuple[Entry, ...]) -> str:
         value = encode_history(history)
-        self.clients.ec2.create_tags(Resources=[instance_id], Tags=[{"Key": HISTORY_TAG, "Value": value}])
-        return f"{HISTORY_TAG}={value}"
+        self.clients.ec2.create_tags(Resources=[instance_id], Tags=[{"Key": contract.HISTORY_TAG_KEY, "Value": value}])
+        return f"{contract.HISTORY_TAG_KEY}={value}"
 
     def _publish(self, outcome: Outcome) -> str:
         self.clients.sns.publish(TopicArn=self.settings.topic_arn, Subject=subject(outcome), Message=body(outcome))

@@ -16,8 +16,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from healthcheck import contract
+from healthcheck.arguments import instance_id
 from healthcheck.errors import UsageError, aws_setup_as_usage
-from healthcheck.probe.ec2 import INSTANCE_ID
 from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
 from healthcheck.remediation.events import AlarmEvent
 from healthcheck.remediation.policy import RemediationConfigError, RemediationSettings, Verdict
@@ -36,20 +37,18 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         epilog="exit status: 0 recovered (or would, with --dry-run), 1 skipped or a side step failed, "
         "2 gave up or the reboot failed, 3 bad input",
     )
-    reboot.add_argument("instance_id", metavar="INSTANCE_ID", help="the instance, i-...")
+    reboot.add_argument("instance_id", type=instance_id, metavar="INSTANCE_ID", help="the instance, i-...")
     reboot.add_argument("--reason", default="manual reboot", help="why, for the email and the snapshot tags")
     reboot.add_argument("--dry-run", action="store_true", help="decide and show the plan; change nothing")
     reboot.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reboot.add_argument("--force", action="store_true", help="lift the reboot budget (the other rules still apply)")
     reboot.add_argument("--region", help="AWS region (default: from the AWS config)")
-    reboot.add_argument("--bucket", help="bucket for the post-mortem (default: $TRAINGUARD_BUCKET)")
-    reboot.add_argument("--topic-arn", help="SNS topic for the email (default: $TRAINGUARD_TOPIC_ARN)")
+    reboot.add_argument("--bucket", help=f"bucket for the post-mortem (default: ${contract.BUCKET_VARIABLE})")
+    reboot.add_argument("--topic-arn", help=f"SNS topic for the email (default: ${contract.TOPIC_ARN_VARIABLE})")
     reboot.set_defaults(run=run_reboot)
 
 
 def run_reboot(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin) -> int:
-    if not INSTANCE_ID.match(args.instance_id):
-        raise UsageError(f"{args.instance_id!r} is not an instance id: pass one like i-0123456789abcdef0")
     try:
         settings = RemediationSettings.from_environment(os.environ)
     except RemediationConfigError as error:
@@ -85,7 +84,11 @@ def _plan_text(plan: Outcome, settings: RemediationSettings) -> str:
     if plan.decision.verdict is Verdict.GIVE_UP:
         return "Would record the decision and email a person (pass --force to reboot anyway)."
     recovery = "force-stop, then start when stopped" if plan.decision.verdict is Verdict.STOP_START else "reboot"
-    where = f"s3://{settings.bucket}/postmortem/{plan.instance_id}/" if settings.bucket else "nowhere (no bucket)"
+    where = (
+        f"s3://{settings.bucket}/{contract.POSTMORTEM_PREFIX}{plan.instance_id}/"
+        if settings.bucket
+        else "nowhere (no bucket)"
+    )
     email = settings.topic_arn or "nobody (no topic)"
     return (
         f"Would: snapshot every EBS volume; keep the console output in {where}; {recovery}; "

@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from healthcheck.probe.ec2 import INSTANCE_ID
+from healthcheck.contract import is_instance_id
 
 RELOOK_SOURCE = "trainguard.relook"
 
@@ -81,7 +81,7 @@ def parse(event: Any) -> tuple[list[Event], list[str]]:
 
 def instance_id(value: Any) -> str:
     """The value if it is an instance id; an EventError naming it otherwise."""
-    if not isinstance(value, str) or not INSTANCE_ID.match(value):
+    if not is_instance_id(value):
         raise EventError(f"InstanceId {_short(value)} is not an instance id (i- and 8 or 17 hex digits)")
     return value
 

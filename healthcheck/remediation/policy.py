@@ -17,20 +17,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-HISTORY_TAG = "trainguard:remediations"
+from healthcheck import contract
+
 # EC2 tag values are at most 256 Unicode characters:
 # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions
 TAG_VALUE_LIMIT = 256
 # An entry is at most 21 characters (10-digit epoch, action, 8-hex fingerprint) plus a space:
 # 11 always fit, so up to 10 remediations are kept together with the newest entry of any kind.
 MAX_REBOOTS_LIMIT = 10
-AGENT_HEARTBEAT_SUFFIX = "-agent-heartbeat"  # the stack names that alarm trainguard-<instance>-agent-heartbeat
 SSH_FRESH = timedelta(minutes=2)  # a canary sample this recent that answered means SSH is fine
 # EventBridge Scheduler schedule and group names: 1 to 64 of [0-9a-zA-Z-_.]
 # (https://docs.aws.amazon.com/scheduler/latest/APIReference/API_CreateSchedule.html).
 SCHEDULER_NAME = re.compile(r"[0-9a-zA-Z._-]{1,64}")
-# The claims live in SSM Parameter Store under this path; the function's role may write nothing else there.
-CLAIM_PATH = "/trainguard/claims"
 
 
 class RemediationConfigError(ValueError):
@@ -39,10 +37,11 @@ class RemediationConfigError(ValueError):
 
 def managed_tag(environ: Mapping[str, str]) -> tuple[str, str]:
     """TRAINGUARD_MANAGED_TAG (`key=value`, default trainguard:managed=true): what marks an instance as ours."""
-    tag = environ.get("TRAINGUARD_MANAGED_TAG", "trainguard:managed=true")
+    variable = contract.MANAGED_TAG_VARIABLE
+    tag = environ.get(variable, f"{contract.MANAGED_TAG_KEY}={contract.MANAGED_TAG_VALUE}")
     key, equals, value = tag.partition("=")
     if not equals or not key:
-        raise RemediationConfigError(f"TRAINGUARD_MANAGED_TAG={tag!r}: expected key=value")
+        raise RemediationConfigError(f"{variable}={tag!r}: expected key=value")
     return key, value
 
 
@@ -50,7 +49,7 @@ def managed_tag(environ: Mapping[str, str]) -> tuple[str, str]:
 class RemediationSettings:
     topic_arn: str | None = None
     bucket: str | None = None
-    managed_tag: tuple[str, str] = ("trainguard:managed", "true")
+    managed_tag: tuple[str, str] = (contract.MANAGED_TAG_KEY, contract.MANAGED_TAG_VALUE)
     max_reboots: int = 3
     reboot_window: timedelta = timedelta(hours=6)
     boot_grace: timedelta = timedelta(seconds=600)
@@ -62,6 +61,15 @@ class RemediationSettings:
     def relooks(self) -> bool:
         """Whether the function can arrange to look again (the CLI cannot: it has no function to invoke)."""
         return bool(self.relook_group and self.relook_role_arn and self.function_arn)
+
+    def policy_environment(self) -> dict[str, str]:
+        """The variables from_environment reads the policy from (the tag, the budget and the grace period)."""
+        return {
+            contract.MANAGED_TAG_VARIABLE: "=".join(self.managed_tag),
+            contract.MAX_REBOOTS_VARIABLE: str(self.max_reboots),
+            contract.REBOOT_WINDOW_HOURS_VARIABLE: str(int(self.reboot_window.total_seconds() // 3600)),
+            contract.BOOT_GRACE_SECONDS_VARIABLE: str(int(self.boot_grace.total_seconds())),
+        }
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> RemediationSettings:
@@ -75,26 +83,26 @@ class RemediationSettings:
                 raise RemediationConfigError(f"{name}={text!r}: expected a whole number >= {low}")
             return int(text)
 
-        max_reboots = number("TRAINGUARD_MAX_REBOOTS", 3, 0)
+        max_reboots = number(contract.MAX_REBOOTS_VARIABLE, 3, 0)
         if max_reboots > MAX_REBOOTS_LIMIT:
             raise RemediationConfigError(
-                f"TRAINGUARD_MAX_REBOOTS={max_reboots}: at most {MAX_REBOOTS_LIMIT}, "
+                f"{contract.MAX_REBOOTS_VARIABLE}={max_reboots}: at most {MAX_REBOOTS_LIMIT}, "
                 "all the history tag can count (EC2 tag values hold 256 characters)"
             )
-        group = environ.get("TRAINGUARD_RELOOK_GROUP") or None
+        group = environ.get(contract.RELOOK_GROUP_VARIABLE) or None
         if group is not None and not SCHEDULER_NAME.fullmatch(group):
             raise RemediationConfigError(
-                f"TRAINGUARD_RELOOK_GROUP={group!r}: expected 1 to 64 letters, digits, '-', '_' or '.'"
+                f"{contract.RELOOK_GROUP_VARIABLE}={group!r}: expected 1 to 64 letters, digits, '-', '_' or '.'"
             )
         return cls(
-            topic_arn=environ.get("TRAINGUARD_TOPIC_ARN") or None,
-            bucket=environ.get("TRAINGUARD_BUCKET") or None,
+            topic_arn=environ.get(contract.TOPIC_ARN_VARIABLE) or None,
+            bucket=environ.get(contract.BUCKET_VARIABLE) or None,
             managed_tag=managed_tag(environ),
             max_reboots=max_reboots,
-            reboot_window=timedelta(hours=number("TRAINGUARD_REBOOT_WINDOW_HOURS", 6, 1)),
-            boot_grace=timedelta(seconds=number("TRAINGUARD_BOOT_GRACE_SECONDS", 600, 0)),
+            reboot_window=timedelta(hours=number(contract.REBOOT_WINDOW_HOURS_VARIABLE, 6, 1)),
+            boot_grace=timedelta(seconds=number(contract.BOOT_GRACE_SECONDS_VARIABLE, 600, 0)),
             relook_group=group,
-            relook_role_arn=environ.get("TRAINGUARD_RELOOK_ROLE_ARN") or None,
+            relook_role_arn=environ.get(contract.RELOOK_ROLE_ARN_VARIABLE) or None,
         )
 
 
@@ -162,7 +170,7 @@ class InstanceFacts:
 
     @property
     def history(self) -> tuple[Entry, ...]:
-        return decode_history(self.tags.get(HISTORY_TAG))
+        return decode_history(self.tags.get(contract.HISTORY_TAG_KEY))
 
 
 class Verdict(enum.Enum):
@@ -205,7 +213,7 @@ class Decision:
 
 
 def is_agent_heartbeat(alarm_name: str) -> bool:
-    return alarm_name.endswith(AGENT_HEARTBEAT_SUFFIX)
+    return contract.alarm_key(alarm_name) == contract.HEARTBEAT_ALARM_KEY
 
 
 def ssh_answers(samples: Iterable[tuple[datetime, float]], now: datetime) -> bool:
@@ -345,7 +353,7 @@ def claim_name(instance_id: str, history: tuple[Entry, ...], stale: tuple[str, .
     starts over among those who saw the same.
     """
     generation = str(int(history[-1].at.timestamp())) if history else "0"
-    return "/".join((CLAIM_PATH, instance_id, ".".join((generation, *stale))))
+    return "/".join((contract.CLAIM_PATH, instance_id, ".".join((generation, *stale))))
 
 
 def fingerprint(alarm_name: str, state_changed_at: str) -> str:

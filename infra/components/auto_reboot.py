@@ -17,9 +17,11 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from healthcheck import contract
+from healthcheck.remediation.policy import RemediationSettings
 from infra.components.packaged_function import PackagedFunction
 from infra.lambda_package import AUTO_REBOOT_HANDLER
-from infra.policies import MANAGED_TAG_KEY, auto_reboot, relook_invoker, relook_trust
+from infra.policies import auto_reboot, relook_invoker, relook_trust
 
 TIMEOUT_S = 60
 MEMORY_MB = 256
@@ -84,14 +86,11 @@ class AutoReboot(pulumi.ComponentResource):
                 )
             ),
             environment={
-                "TRAINGUARD_TOPIC_ARN": topic_arn,
-                "TRAINGUARD_BUCKET": bucket_name,
-                "TRAINGUARD_MANAGED_TAG": f"{MANAGED_TAG_KEY}=true",
-                "TRAINGUARD_MAX_REBOOTS": "3",
-                "TRAINGUARD_REBOOT_WINDOW_HOURS": "6",
-                "TRAINGUARD_BOOT_GRACE_SECONDS": "600",
-                "TRAINGUARD_RELOOK_GROUP": relooks.name,
-                "TRAINGUARD_RELOOK_ROLE_ARN": relook_role.arn,
+                **RemediationSettings().policy_environment(),
+                contract.TOPIC_ARN_VARIABLE: topic_arn,
+                contract.BUCKET_VARIABLE: bucket_name,
+                contract.RELOOK_GROUP_VARIABLE: relooks.name,
+                contract.RELOOK_ROLE_ARN_VARIABLE: relook_role.arn,
             },
             opts=child,
         ).function

@@ -8,59 +8,46 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from healthcheck.guard.notify import METRIC as OOM_METRIC
-from healthcheck.guard.notify import NAMESPACE as OOM_NAMESPACE
-from healthcheck.guard.psi import METRIC_FULL, METRIC_SOME
-from infra.agent_config import GPU_DIMENSIONS, NAMESPACE
+from healthcheck import contract
+from infra.agent_config import DISK_PATHS, GPU_DIMENSIONS
 
 WIDGET_WIDTH = 4  # six graphs fill the dashboard's 24-column row
+
+
+def instance_graphs(iid: str) -> list[tuple[str, list[list[Any]]]]:
+    """One instance's six graphs: (title, CloudWatch metric arrays) (pure)."""
+    ec2, agent, instance = "AWS/EC2", contract.AGENT_NAMESPACE, contract.INSTANCE_DIMENSION
+    gpu_search = (
+        f'SEARCH(\'{{{agent},{",".join(GPU_DIMENSIONS)}}} {instance}="{iid}" '
+        'MetricName=("nvidia_smi_utilization_gpu" OR "nvidia_smi_memory_used")\', \'Average\', 60)'
+    )
+    return [
+        ("CPU %", [[ec2, "CPUUtilization", instance, iid]]),
+        ("Memory used %", [[agent, contract.MEMORY_METRIC, instance, iid]]),
+        (
+            "Memory pressure (PSI avg10 %) and workers killed",
+            [
+                *(
+                    [agent, metric, instance, iid, "metric_type", "gauge", {"stat": "Maximum"}]
+                    for metric in (contract.PRESSURE_SOME_METRIC, contract.PRESSURE_FULL_METRIC)
+                ),
+                [contract.GUARD_NAMESPACE, contract.OOM_KILLS_METRIC, instance, iid, {"stat": "Sum", "yAxis": "right"}],
+            ],
+        ),
+        ("Disk used %", [[agent, contract.DISK_METRIC, instance, iid, "path", path] for path in DISK_PATHS]),
+        ("GPU utilisation and memory used (MiB)", [[{"expression": gpu_search, "id": "gpu"}]]),
+        (
+            "Status checks failed",
+            [[ec2, "StatusCheckFailed_System", instance, iid], [ec2, "StatusCheckFailed_Instance", instance, iid]],
+        ),
+    ]
 
 
 def dashboard_body(instance_ids: list[str], region: str) -> dict[str, Any]:
     """A row of six graphs per instance (pure)."""
     widgets: list[dict[str, Any]] = []
     for row, iid in enumerate(instance_ids):
-        graphs: list[tuple[str, list[list[Any]]]] = [
-            ("CPU %", [["AWS/EC2", "CPUUtilization", "InstanceId", iid]]),
-            ("Memory used %", [[NAMESPACE, "mem_used_percent", "InstanceId", iid]]),
-            (
-                "Memory pressure (PSI avg10 %) and workers killed",
-                [
-                    *(
-                        [NAMESPACE, metric, "InstanceId", iid, "metric_type", "gauge", {"stat": "Maximum"}]
-                        for metric in (METRIC_SOME, METRIC_FULL)
-                    ),
-                    [OOM_NAMESPACE, OOM_METRIC, "InstanceId", iid, {"stat": "Sum", "yAxis": "right"}],
-                ],
-            ),
-            (
-                "Disk used %",
-                [
-                    [NAMESPACE, "disk_used_percent", "InstanceId", iid, "path", "/"],
-                    [NAMESPACE, "disk_used_percent", "InstanceId", iid, "path", "/data"],
-                ],
-            ),
-            (
-                "GPU utilisation and memory used (MiB)",
-                [
-                    [
-                        {
-                            "expression": f'SEARCH(\'{{{NAMESPACE},{",".join(GPU_DIMENSIONS)}}} InstanceId="{iid}" '
-                            'MetricName=("nvidia_smi_utilization_gpu" OR "nvidia_smi_memory_used")\', \'Average\', 60)',
-                            "id": "gpu",
-                        }
-                    ]
-                ],
-            ),
-            (
-                "Status checks failed",
-                [
-                    ["AWS/EC2", "StatusCheckFailed_System", "InstanceId", iid],
-                    ["AWS/EC2", "StatusCheckFailed_Instance", "InstanceId", iid],
-                ],
-            ),
-        ]
-        for column, (title, metrics) in enumerate(graphs):
+        for column, (title, metrics) in enumerate(instance_graphs(iid)):
             widgets.append(
                 {
                     "type": "metric",

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.bundle import BUNDLE_PREFIX, fetch_and_apply
+from healthcheck import contract
+from infra.bundle import fetch_and_apply
 from infra.policies import (
-    MANAGED_TAG_KEY,
-    SNAPSHOT_TAG_KEY,
     assume_role,
     bundle_reader,
     guard_notifier,
@@ -59,7 +58,7 @@ class TrainingInstance(pulumi.ComponentResource):
     ) -> None:
         super().__init__("trainguard:compute:TrainingInstance", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        tags = {"Name": name, MANAGED_TAG_KEY: "true"}
+        tags = {"Name": name, contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE}
 
         role = aws.iam.Role(
             f"{name}-role",
@@ -84,7 +83,11 @@ class TrainingInstance(pulumi.ComponentResource):
             size=data_volume_gib,
             type="gp3",
             encrypted=True,
-            tags={"Name": f"{name}-data", MANAGED_TAG_KEY: "true", SNAPSHOT_TAG_KEY: "true"},
+            tags={
+                "Name": f"{name}-data",
+                contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE,
+                contract.SNAPSHOT_TAG_KEY: contract.SNAPSHOT_TAG_VALUE,
+            },
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
 
@@ -105,7 +108,7 @@ class TrainingInstance(pulumi.ComponentResource):
                 "volume_size": root_volume_gib,
                 "encrypted": True,
                 "delete_on_termination": True,
-                "tags": {"Name": f"{name}-root", MANAGED_TAG_KEY: "true"},
+                "tags": {"Name": f"{name}-root", contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE},
             },
             user_data=pulumi.Output.all(bucket_name, data_volume.id, topic_arn).apply(
                 lambda args: user_data(args[0], args[1], placement.region, placement.bundle_version, args[2])
@@ -128,7 +131,7 @@ class TrainingInstance(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-bundle",
             role=role.id,
-            policy=bucket_arn.apply(lambda arn: json.dumps(bundle_reader(arn, BUNDLE_PREFIX))),
+            policy=bucket_arn.apply(lambda arn: json.dumps(bundle_reader(arn, contract.BUNDLE_PREFIX))),
             opts=child,
         )
         # Applies each new bundle version to the running instance; its parameters name the version.

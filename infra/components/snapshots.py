@@ -7,7 +7,8 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from infra.policies import MANAGED_TAG_KEY, SNAPSHOT_TAG_KEY, assume_role, snapshot_lifecycle
+from healthcheck import contract
+from infra.policies import assume_role, snapshot_lifecycle
 
 
 class SnapshotPolicy(pulumi.ComponentResource):
@@ -42,14 +43,17 @@ class SnapshotPolicy(pulumi.ComponentResource):
             state="ENABLED",
             policy_details={
                 "resource_types": ["VOLUME"],
-                "target_tags": {SNAPSHOT_TAG_KEY: "true"},
+                "target_tags": {contract.SNAPSHOT_TAG_KEY: contract.SNAPSHOT_TAG_VALUE},
                 "schedules": [
                     {
                         "name": f"every-{interval_hours}h",
                         "create_rule": {"interval": interval_hours, "interval_unit": "HOURS", "times": "00:00"},
                         "retain_rule": {"count": retain_count},
                         "copy_tags": True,
-                        "tags_to_add": {MANAGED_TAG_KEY: "true", "trainguard:source": "dlm"},
+                        "tags_to_add": {
+                            contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE,
+                            contract.SNAPSHOT_SOURCE_TAG_KEY: "dlm",
+                        },
                     }
                 ],
             },

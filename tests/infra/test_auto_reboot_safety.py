@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from healthcheck.remediation.policy import CLAIM_PATH, SCHEDULER_NAME, is_agent_heartbeat
+from healthcheck import contract
+from healthcheck.remediation.policy import SCHEDULER_NAME, is_agent_heartbeat
 from infra.policies import snapshot_lifecycle
 
 AUTO_REBOOT = "trainguard-auto-reboot-function"
@@ -23,7 +24,7 @@ def _function_policy(deployment: Any) -> dict[str, dict[str, Any]]:
 def test_the_function_claims_instances_only_under_the_claims_path(deploy) -> None:
     claim = _function_policy(deploy())["ClaimInstances"]
 
-    assert claim["Resource"] == f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter{CLAIM_PATH}/*"
+    assert claim["Resource"] == f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter{contract.CLAIM_PATH}/*"
     assert set(claim["Action"]) == {"ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameters"}
 
 

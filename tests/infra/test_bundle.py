@@ -6,10 +6,15 @@ import base64
 import io
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
+from healthcheck import contract
 from infra.agent_config import agent_config
 from infra.bundle import (
     FILES,
@@ -20,6 +25,7 @@ from infra.bundle import (
     bundle_files,
     fetch_and_apply,
     object_key,
+    render,
     version,
 )
 
@@ -51,6 +57,45 @@ def test_the_archive_holds_every_file_owned_by_root_with_its_mode_and_no_timesta
     assert members["usr/local/sbin/trainguard-apply"].mode == 0o755
     assert members["etc/systemd/system/trainguard-push-results.timer"].mode == 0o644
     assert configs["opt/aws/amazon-cloudwatch-agent/etc/trainguard-base.json"] == agent_config(False)
+
+
+SHELL_SCRIPTS = [file for file in bundle_files() if file.content.startswith(b"#!/bin/sh")]
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda file: file.path.rsplit("/", 1)[-1])
+def test_every_shell_script_passes_shellcheck(script: BundleFile, tmp_path: Path) -> None:
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed (make system-deps installs it)")
+    path = tmp_path / script.path.rsplit("/", 1)[-1]
+    path.write_bytes(script.content)
+
+    checked = subprocess.run(
+        ["shellcheck", "--shell=sh", "--severity=style", str(path)], capture_output=True, text=True, check=False
+    )
+
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_the_instances_files_take_the_contracts_values_from_bundle_env_alone() -> None:
+    """bundle.env holds the contract's on-instance values; the scripts source it and the units are filled in
+    from it, so no script or unit spells a contract path out itself."""
+    files = {file.path: file for file in bundle_files()}
+    written = dict(line.split("=", 1) for line in files[contract.BUNDLE_ENV_FILE].content.decode().splitlines())
+
+    assert written == contract.instance_environment()
+    assert shlex.split(files[contract.BUNDLE_ENV_FILE].content.decode(), comments=True)  # valid shell words
+    for script in SHELL_SCRIPTS:
+        code = "\n".join(line for line in script.content.decode().splitlines() if not line.lstrip().startswith("#"))
+        spelled = [value for value in written.values() if value in code.replace(contract.BUNDLE_ENV_FILE, "")]
+        assert not spelled, f"{script.path} spells out {spelled}: read them from bundle.env"
+    for name, path, _ in FILES:
+        text = files[path].content.decode()
+        assert "@TRAINGUARD_" not in text, f"{name} has a placeholder bundle.env does not fill"
+
+
+def test_a_placeholder_bundle_env_does_not_fill_is_refused() -> None:
+    with pytest.raises(KeyError, match="@TRAINGUARD_NO_SUCH_VALUE@"):
+        render("ExecStart=@TRAINGUARD_NO_SUCH_VALUE@")
 
 
 def test_every_file_in_userdata_is_in_the_table_and_nothing_else() -> None:
@@ -95,14 +140,14 @@ def test_a_new_version_replaces_the_old_files(tmp_path: Path) -> None:
     old, new = tmp_path / "old.tar.gz", tmp_path / "new.tar.gz"
     files = bundle_files()
     old.write_bytes(archive(files))
-    env = next(f for f in files if f.path == "/etc/trainguard/bundle.env")
-    new_bytes = archive((*[f for f in files if f is not env], BundleFile(env.path, env.mode, b"X=2\n")))
+    earlyoom = next(f for f in files if f.path == "/etc/default/earlyoom")
+    new_bytes = archive((*[f for f in files if f is not earlyoom], BundleFile(earlyoom.path, earlyoom.mode, b"X=2\n")))
     new.write_bytes(new_bytes)
 
     assert _apply(root, old).returncode == 0
     assert _apply(root, new).returncode == 0
 
-    assert (root / "etc/trainguard/bundle.env").read_bytes() == b"X=2\n"
+    assert (root / "etc/default/earlyoom").read_bytes() == b"X=2\n"
     assert (root / "var/lib/trainguard/bundle.tar.gz").read_bytes() == new_bytes
 
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from healthcheck.drill.image import Image, Recipe, cache_root, ensure_image, missing_tools
-from healthcheck.drill.qemu import QEMU, VM_NAME, Accelerator, choose_accelerator
+from drill.image import Image, Recipe, cache_root, ensure_image, missing_tools
+from drill.qemu import QEMU, VM_NAME, Accelerator, choose_accelerator
 
 # Read before the autouse fixture points HOME at a temporary folder: the image
 # cache is the machine's, shared by every run (CI on the same machine reuses it).

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from healthcheck.drill import timeline
-from healthcheck.drill.guarded import GuardedPlan, run_guarded
-from healthcheck.drill.image import Image
-from healthcheck.drill.qemu import Accelerator
-from healthcheck.drill.scenarios import write_results
+from drill import timeline
+from drill.guarded import GuardedPlan, run_guarded
+from drill.image import Image
+from drill.qemu import Accelerator
+from drill.scenarios import write_results
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 

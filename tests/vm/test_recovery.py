@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from healthcheck.drill import timeline
-from healthcheck.drill.image import Image
-from healthcheck.drill.qemu import Accelerator
-from healthcheck.drill.recovery import RecoveryPlan, detection_budget_s, run_recovery
-from healthcheck.drill.scenarios import write_results
+from drill import timeline
+from drill.image import Image
+from drill.qemu import Accelerator
+from drill.recovery import RecoveryPlan, detection_budget_s, run_recovery
+from drill.scenarios import write_results
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from healthcheck.drill import timeline
-from healthcheck.drill.image import Image
-from healthcheck.drill.qemu import Accelerator
-from healthcheck.drill.scenarios import UnguardedPlan, run_unguarded, write_results
+from drill import timeline
+from drill.image import Image
+from drill.qemu import Accelerator
+from drill.scenarios import UnguardedPlan, run_unguarded, write_results
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 

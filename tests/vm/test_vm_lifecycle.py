@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from healthcheck.drill.image import Image
-from healthcheck.drill.qemu import Accelerator, Vm, VmSpec
-from healthcheck.drill.seed import write_seed_iso
+from drill.image import Image
+from drill.qemu import Accelerator, Vm, VmSpec
+from drill.seed import write_seed_iso
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(300)]
 
@@ -51,8 +51,8 @@ def test_a_killed_drill_takes_its_vm_with_it(image: Image, accelerator: Accelera
         f"""
         import sys, time
         from pathlib import Path
-        from healthcheck.drill.image import Image
-        from healthcheck.drill.qemu import Accelerator, Vm, VmSpec
+        from drill.image import Image
+        from drill.qemu import Accelerator, Vm, VmSpec
         spec = VmSpec(image=Image(Path({str(image.folder)!r})), seed_iso=Path({str(tmp_path / "seed.iso")!r}),
                       memory_mib=256, data_disk_gib=1)
         vm = Vm(spec, Path({str(tmp_path / "run")!r}), Accelerator({accelerator.args!r}, "test"))

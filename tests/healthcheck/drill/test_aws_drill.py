@@ -14,6 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from healthcheck import contract
 from healthcheck.drill import aws
 from healthcheck.drill.aws import AwsDrill, Observations
 from healthcheck.drill.command import run_drill
@@ -81,8 +82,8 @@ class World:
         self.alarm = f"trainguard-{self.instance_id}-ssh-unresponsive"
         self.cloudwatch.put_metric_alarm(
             AlarmName=self.alarm,
-            Namespace=aws.CANARY_NAMESPACE,
-            MetricName=aws.CANARY_METRIC,
+            Namespace=contract.CANARY_NAMESPACE,
+            MetricName=contract.SSH_RESPONSIVE_METRIC,
             Dimensions=[{"Name": "InstanceId", "Value": self.instance_id}],
             Statistic="Minimum",
             Period=10,
@@ -116,10 +117,10 @@ class World:
     def canary(self, value: float) -> Callable[[], None]:
         def publish() -> None:
             self.cloudwatch.put_metric_data(
-                Namespace=aws.CANARY_NAMESPACE,
+                Namespace=contract.CANARY_NAMESPACE,
                 MetricData=[
                     {
-                        "MetricName": aws.CANARY_METRIC,
+                        "MetricName": contract.SSH_RESPONSIVE_METRIC,
                         "Dimensions": [{"Name": "InstanceId", "Value": self.instance_id}],
                         "Timestamp": self.now,
                         "Value": value,

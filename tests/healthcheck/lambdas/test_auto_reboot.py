@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from healthcheck import contract
 from healthcheck.lambdas.auto_reboot import handler
 from healthcheck.remediation.actions import Clients, Remediator
 from healthcheck.remediation.events import AlarmEvent, relook_payload
-from healthcheck.remediation.policy import HISTORY_TAG, RemediationSettings
+from healthcheck.remediation.policy import RemediationSettings
 
 REGION = "eu-west-1"
 ALARM = "trainguard-i-x-instance-status"
@@ -197,7 +198,7 @@ def test_reboot_snapshots_every_volume_keeps_the_console_reboots_records_and_ema
     assert console_key.startswith(f"postmortem/{world.instance_id}/")
     assert "Linux version" in world.s3.get_object(Bucket="results", Key=console_key)["Body"].read().decode()
     assert world.calls == {"RebootInstances": 1}
-    ((_, action, _),) = [entry.split(":") for entry in world.tags()[HISTORY_TAG].split()]
+    ((_, action, _),) = [entry.split(":") for entry in world.tags()[contract.HISTORY_TAG_KEY].split()]
     assert action == "R"
 
 
@@ -315,7 +316,7 @@ def test_still_failing_after_a_reboot_escalates_to_stop_then_start(world: World)
     assert state_after_stop == "stopped"
     assert started["handled"] == [{"instance_id": world.instance_id, "decision": "START"}]
     assert world.state() == "running"
-    assert [entry.split(":")[1] for entry in world.tags()[HISTORY_TAG].split()] == ["R", "S", "T"]
+    assert [entry.split(":")[1] for entry in world.tags()[contract.HISTORY_TAG_KEY].split()] == ["R", "S", "T"]
 
 
 def test_a_stopped_event_for_an_instance_trainguard_did_not_stop_is_ignored(world: World) -> None:
@@ -535,7 +536,7 @@ def test_a_stopped_unmanaged_instance_is_never_started_even_with_a_forged_histor
     forged = f"{int(world.now.timestamp())}:S:abcdef01"
     world.ec2.create_tags(
         Resources=[world.instance_id],
-        Tags=[{"Key": HISTORY_TAG, "Value": forged}, {"Key": "Name", "Value": "trainguard:managed=true"}],
+        Tags=[{"Key": contract.HISTORY_TAG_KEY, "Value": forged}, {"Key": "Name", "Value": "trainguard:managed=true"}],
     )
     world.ec2.stop_instances(InstanceIds=[world.instance_id])
     world.count("StartInstances")
@@ -817,7 +818,7 @@ def test_a_look_delivered_twice_acts_once(world: World) -> None:
 
 # --- Item 17: agent silence alone does not reboot a host that answers SSH --------------------------------------
 
-HEARTBEAT = "trainguard-i-x-agent-heartbeat"
+HEARTBEAT = contract.instance_alarm_name("test", "i-0123456789abcdef0", contract.HEARTBEAT_ALARM_KEY)
 
 
 def _canary_saw(world: World, value: float, ago: timedelta) -> None:

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from healthcheck.remediation.policy import HISTORY_TAG
+from healthcheck import contract
 
 REGION = "eu-west-1"
 
@@ -25,7 +25,7 @@ def ec2(aws_credentials: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def _instance(ec2: Any, managed: bool = True, history: str | None = None) -> str:
     tags = [{"Key": "trainguard:managed", "Value": "true"}] if managed else [{"Key": "Name", "Value": "x"}]
     if history:
-        tags.append({"Key": HISTORY_TAG, "Value": history})
+        tags.append({"Key": contract.HISTORY_TAG_KEY, "Value": history})
     return str(
         ec2.run_instances(
             ImageId="ami-0123456789abcdef0",
@@ -39,7 +39,7 @@ def _instance(ec2: Any, managed: bool = True, history: str | None = None) -> str
 
 def _history(ec2: Any, instance_id: str) -> str:
     instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    return next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == HISTORY_TAG), "")
+    return next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == contract.HISTORY_TAG_KEY), "")
 
 
 def test_yes_runs_the_sequence_and_prints_each_step(ec2, run_cli) -> None:

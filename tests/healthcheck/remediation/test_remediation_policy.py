@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from healthcheck import contract
 from healthcheck.remediation.policy import (
-    HISTORY_TAG,
     MAX_REBOOTS_LIMIT,
     Action,
     Entry,
@@ -41,7 +41,7 @@ def facts(
 ) -> InstanceFacts:
     all_tags = dict(MANAGED if tags is None else tags)
     if entries:
-        all_tags[HISTORY_TAG] = encode_history(entries)
+        all_tags[contract.HISTORY_TAG_KEY] = encode_history(entries)
     return InstanceFacts("i-0123456789abcdef0", state, NOW - launched_ago, all_tags, instance_store)
 
 
@@ -150,7 +150,7 @@ def test_giving_up_emails_once_per_window() -> None:
 def test_only_a_managed_instance_trainguard_stopped_is_started(
     tags: dict[str, str], state: str, history: str, start: bool
 ) -> None:
-    instance = InstanceFacts("i-0123456789abcdef0", state, NOW, {**tags, HISTORY_TAG: history})
+    instance = InstanceFacts("i-0123456789abcdef0", state, NOW, {**tags, contract.HISTORY_TAG_KEY: history})
 
     assert should_start(instance, SETTINGS) is start
 

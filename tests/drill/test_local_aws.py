@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from healthcheck.drill import local_aws
-from healthcheck.drill.local_aws import BUCKET, LocalAws
+from drill import local_aws
+from drill.local_aws import BUCKET, LocalAws
 from infra import bundle
 from infra.user_data import environment
 
@@ -24,7 +24,7 @@ def run_relay(port: int) -> tuple[socket.socket, subprocess.Popen[bytes]]:
     """The relay as qemu runs it: one end of a socket pair as its stdin, stdout and stderr."""
     guest, qemu_side = socket.socketpair()
     process = subprocess.Popen(
-        [sys.executable, "-m", "healthcheck.drill.relay", str(port)],
+        [sys.executable, "-m", "drill.relay", str(port)],
         stdin=qemu_side,
         stdout=qemu_side,
         stderr=qemu_side,

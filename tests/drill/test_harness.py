@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from healthcheck.drill import observe, qemu, seed
-from healthcheck.drill.image import Image, Recipe, remove_other_images
-from healthcheck.drill.qemu import TCG, GuestForward, VmSpec
-from healthcheck.drill.timeline import BANNER_OK
+from drill import observe, qemu, seed
+from drill.image import Image, Recipe, remove_other_images
+from drill.qemu import TCG, GuestForward, VmSpec
+from drill.timeline import BANNER_OK
 from tests.conftest import Server
 
 

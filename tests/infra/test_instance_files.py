@@ -1,6 +1,5 @@
-"""The files the instance gets (infra/userdata/): scripts pass shellcheck, earlyoom accepts its arguments, units
-run the guard's modules, and nothing sets OOMScoreAdjust=-1000 (children of sshd would inherit it: the VM drill
-froze and panicked)."""
+"""The files the instance gets: earlyoom accepts its arguments, units run the guard's modules, and nothing sets
+OOMScoreAdjust=-1000 (children of sshd would inherit it: the VM drill froze and panicked)."""
 
 from __future__ import annotations
 
@@ -9,35 +8,31 @@ import re
 import shlex
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-USERDATA = Path(__file__).resolve().parents[3] / "infra" / "userdata"
-SCRIPTS = ("trainguard", "trainguard-setup-slice")
+from healthcheck import contract
+from infra.bundle import UNITS as UNIT_DIR
+from infra.bundle import bundle_files
+
+INSTALLED = {file.path: file.content.decode() for file in bundle_files() if not file.path.endswith(".zip")}
 UNITS = ("trainguard.slice", "trainguard-training.slice", "trainguard-guard.service", "trainguard-psi.service")
 
 
+def unit(name: str) -> configparser.ConfigParser:
+    """A unit as the bundle installs it (its placeholders filled in)."""
+    parser = configparser.ConfigParser(strict=True, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment, method-assign]
+    parser.read_string(INSTALLED[f"{UNIT_DIR}/{name}"])
+    return parser
+
+
 def earlyoom_args() -> list[str]:
-    text = (USERDATA / "earlyoom").read_text()
+    text = INSTALLED["/etc/default/earlyoom"]
     value = re.search(r'^EARLYOOM_ARGS="(.*)"$', text, re.MULTILINE)
     assert value is not None
     assert "'" not in value.group(1), "systemd passes quotes in $EARLYOOM_ARGS through literally"
     return value.group(1).split()  # as systemd splits $EARLYOOM_ARGS
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_scripts_pass_shellcheck(script: str) -> None:
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck not installed (make system-deps installs it)")
-    checked = subprocess.run(
-        ["shellcheck", "--shell=sh", "--severity=style", str(USERDATA / script)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-    assert checked.returncode == 0, checked.stdout
 
 
 def test_earlyoom_prefers_training_and_avoids_the_system() -> None:
@@ -68,11 +63,9 @@ def test_earlyoom_accepts_the_arguments() -> None:
     assert "sending SIGTERM when mem <=  5.00%" in output
 
 
-@pytest.mark.parametrize("unit", UNITS)
-def test_units_parse_and_never_set_oom_score_adjust_minus_1000(unit: str) -> None:
-    parser = configparser.ConfigParser(strict=True, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment, method-assign]
-    parser.read_string((USERDATA / unit).read_text())
+@pytest.mark.parametrize("name", UNITS)
+def test_units_parse_and_never_set_oom_score_adjust_minus_1000(name: str) -> None:
+    parser = unit(name)
 
     assert "Unit" in parser
     for section in parser.values():
@@ -80,20 +73,18 @@ def test_units_parse_and_never_set_oom_score_adjust_minus_1000(unit: str) -> Non
 
 
 @pytest.mark.parametrize(
-    ("unit", "module"), [("trainguard-guard.service", "notify"), ("trainguard-psi.service", "psi")]
+    ("name", "module"), [("trainguard-guard.service", "notify"), ("trainguard-psi.service", "psi")]
 )
-def test_services_run_the_guard_from_the_bundle(unit: str, module: str) -> None:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string((USERDATA / unit).read_text())
+def test_services_run_the_guard_from_the_bundle(name: str, module: str) -> None:
+    parser = unit(name)
 
     assert shlex.split(parser["Service"]["ExecStart"]) == ["/usr/bin/python3", "-m", f"healthcheck.guard.{module}"]
-    assert parser["Service"]["Environment"] == "PYTHONPATH=/opt/trainguard/healthcheck.zip"
+    assert parser["Service"]["Environment"] == f"PYTHONPATH={contract.PACKAGE_ZIP}"
     assert parser["Service"]["Restart"] == "always"
 
 
 def test_the_training_slice_weighs_less_than_the_system() -> None:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string((USERDATA / "trainguard-training.slice").read_text())
+    parser = unit(contract.TRAINING_SLICE)
 
     assert int(parser["Slice"]["CPUWeight"]) < 100  # systemd's default weight, system.slice's
     assert int(parser["Slice"]["IOWeight"]) < 100

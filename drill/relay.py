@@ -1,4 +1,4 @@
-"""`python -m healthcheck.drill.relay PORT`: what qemu runs for each guest connection to a guestfwd address.
+"""`python -m drill.relay PORT`: what qemu runs for each guest connection to a guestfwd address.
 
 qemu's `guestfwd=...-cmd:COMMAND` starts COMMAND once per guest connection,
 with that connection as its stdin and stdout (and stderr, so this never

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from healthcheck.drill import timeline
-from healthcheck.drill.guest import SETUP_COMMANDS, GuestShell, Keys, guest_files, worker_start_command
-from healthcheck.drill.image import Image, cache_root
-from healthcheck.drill.observe import ProbeLoop, Sampler
-from healthcheck.drill.qemu import Accelerator, GuestForward, Vm, VmSpec, remove_run_dir
-from healthcheck.drill.seed import GuestFile, drill_cloud_config, user_data, write_seed_iso
-from healthcheck.drill.timeline import BANNER_OK, Sample
+from drill import timeline
+from drill.guest import SETUP_COMMANDS, GuestShell, Keys, guest_files, worker_start_command
+from drill.image import Image, cache_root
+from drill.observe import ProbeLoop, Sampler
+from drill.qemu import Accelerator, GuestForward, Vm, VmSpec, remove_run_dir
+from drill.seed import GuestFile, drill_cloud_config, user_data, write_seed_iso
+from drill.timeline import BANNER_OK, Sample
 
 Note = Callable[[float, str], None]
 

@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from healthcheck.drill.timeline import BANNER_OK, ProbeRun, Sample
-from healthcheck.probe.deadline import Deadline
-from healthcheck.probe.stages import StageFailed, connect, exchange_identification
+from drill.timeline import BANNER_OK, ProbeRun, Sample
+from healthcheck.probe.stages import check_banner
 
 LOOPBACK = "127.0.0.1"
 # A reset from the guest's closed port arrives in milliseconds when its kernel
@@ -45,15 +44,10 @@ def kernel_alive(port: int, timeout: float = KERNEL_ALIVE_TIMEOUT_S) -> bool:
 
 def banner(address: str, port: int, timeout: float, clock: Callable[[], float] = time.monotonic) -> tuple[str, float]:
     """(BANNER_OK or the verdict of the failure, seconds taken), with the probe's own stages (an IP address)."""
-    started = clock()
-    deadline = Deadline(timeout, clock)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with connect([(family, (address, port))], deadline) as sock:
-            exchange_identification(sock, deadline)
-    except StageFailed as failure:
-        return failure.verdict.name, clock() - started
-    return BANNER_OK, clock() - started
+    check = check_banner(address, port, timeout, clock)
+    return (
+        BANNER_OK if check.server_id is not None else str(check.verdict.name if check.verdict else "")
+    ), check.seconds
 
 
 class Sampler:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from healthcheck.drill.seed import Access, GuestFile
-from healthcheck.drill.timeline import WORKER_PREFIX
+from drill.seed import Access, GuestFile
+from drill.timeline import WORKER_PREFIX
 from healthcheck.probe.sandbox import generate_key
 
 USER = "ubuntu"  # the Deep Learning AMI's user, which the probe assumes too

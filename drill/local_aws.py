@@ -26,8 +26,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from healthcheck.drill.qemu import GuestForward
-from healthcheck.drill.seed import GuestFile
+from drill.qemu import GuestForward
+from drill.seed import GuestFile
+from healthcheck import contract
+from infra import bundle
+from infra.user_data import cloud_config
 
 REGION = "eu-west-1"
 BUCKET = "trainguard-drill-results"
@@ -58,12 +61,10 @@ def stack_user_data(bucket: str, region: str, bundle_version: str, topic_arn: st
     """The stack's user data for this VM: no data volume id (the VM's /data disk is mounted by its label)."""
     import yaml
 
-    from infra.user_data import cloud_config
-
     document = cloud_config(bucket, "", region, bundle_version, topic_arn)
     write_files: list[dict[str, str]] = document["write_files"]  # type: ignore[assignment]
     (env,) = write_files
-    env["content"] += f"TRAINGUARD_INSTANCE_ID={instance_id}\n"
+    env["content"] += f"{contract.INSTANCE_ID_VARIABLE}={instance_id}\n"
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, width=120)
 
 
@@ -144,8 +145,6 @@ class LocalAws:
 
     def publish_bundle(self) -> Bundle:
         """The stack's bundle, uploaded where the user data fetches it."""
-        from infra import bundle
-
         packed = bundle.archive(bundle.bundle_files())
         version = bundle.version(packed)
         key = bundle.object_key(version)

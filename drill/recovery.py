@@ -39,13 +39,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TextIO
 
-from healthcheck.drill import timeline
-from healthcheck.drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShell, Keys, guest_files
-from healthcheck.drill.image import Image
-from healthcheck.drill.local_aws import BUCKET, LocalAws, guest_aws_files
-from healthcheck.drill.observe import Sampler, probe_answer
-from healthcheck.drill.qemu import Accelerator, Vm, remove_run_dir
-from healthcheck.drill.scenarios import (
+from drill import timeline
+from drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShell, Keys, guest_files
+from drill.image import Image
+from drill.local_aws import BUCKET, LocalAws, guest_aws_files
+from drill.observe import Sampler, probe_answer
+from drill.qemu import Accelerator, Vm, remove_run_dir
+from drill.scenarios import (
     GuestPlan,
     Outcome,
     ScenarioFailed,
@@ -54,12 +54,16 @@ from healthcheck.drill.scenarios import (
     guest_vm,
     start_run,
 )
-from healthcheck.drill.seed import GuestFile
-from healthcheck.lambdas import ssh_canary
+from drill.seed import GuestFile
+from healthcheck import contract
+from healthcheck.lambdas import auto_reboot, ssh_canary
+from healthcheck.remediation.actions import Clients, Remediator
+from healthcheck.remediation.policy import RemediationSettings
+from infra.alarm_specs import ssh_unresponsive
+from infra.bundle import bundle_files
+from infra.detection import Detection, detection_budget
 
-RESULTS_DIR = "/data/results"
-RESULTS = f"{RESULTS_DIR}/checkpoint-epoch-3.txt"
-ENV_FILE = "/etc/trainguard/env"
+RESULTS = f"{contract.RESULTS_DIR}/checkpoint-epoch-3.txt"
 # The guest's push (AWS CLI calls take tens of seconds under emulation) and the host's pull, each at most.
 PUSH_TIMEOUT_S = PULL_TIMEOUT_S = 180.0
 # EC2 keeps the last 64 KB of an instance's console output (GetConsoleOutput, Latest=true).
@@ -92,13 +96,8 @@ class AlarmRule:
 
 
 def ssh_alarm_rule() -> AlarmRule:
-    """The stack's ssh-unresponsive alarm with its default settings (the spec needs settings; these are
-    placeholders for the required alert email and SSH range, which do not touch the alarm)."""
-    from infra.alarm_specs import instance_alarms
-    from infra.settings import Settings
-
-    settings = Settings(alert_emails=("drill@example.com",), ssh_allowed_cidrs=("10.0.0.0/8",))
-    (spec,) = [spec for spec in instance_alarms(settings, can_recover=False) if spec.key == "ssh-unresponsive"]
+    """The stack's ssh-unresponsive alarm with its default detection settings."""
+    spec = ssh_unresponsive(Detection())
     if spec.comparison_operator != "LessThanThreshold" or spec.statistic != "Minimum":
         raise ValueError(
             f"the drill computes only Minimum < threshold, not {spec.statistic} {spec.comparison_operator}"
@@ -107,8 +106,6 @@ def ssh_alarm_rule() -> AlarmRule:
 
 
 def detection_budget_s() -> int:
-    from infra.detection import Detection, detection_budget
-
     return detection_budget(Detection())["userspace_freeze"]
 
 
@@ -176,7 +173,7 @@ class CanaryLoop:
             at = self._elapsed()
             sample = ssh_canary.banner_sample(self._target, timeout)
             data = ssh_canary.metric_data([sample], datetime.now(timezone.utc))
-            self._cloudwatch.put_metric_data(Namespace=ssh_canary.NAMESPACE, MetricData=data)
+            self._cloudwatch.put_metric_data(Namespace=contract.CANARY_NAMESPACE, MetricData=data)
             self.samples.append(CanarySample(round(at, 2), sample.responsive, round(sample.seconds, 3), sample.detail))
             self._stop.wait(1.0)  # past this slot's grace, so the next wait is for the next slot
 
@@ -193,7 +190,7 @@ def alarm_event(rule: AlarmRule, instance_id: str, at: datetime) -> dict[str, An
         "source": "aws.cloudwatch",
         "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "alarmData": {
-            "alarmName": f"trainguard-drill-{instance_id}-{rule.name}",
+            "alarmName": contract.instance_alarm_name("drill", instance_id, rule.name),
             "state": {
                 "value": "ALARM",
                 "reason": f"{rule.datapoints_to_alarm} of {rule.evaluation_periods} datapoints < {rule.threshold:g}"
@@ -205,9 +202,9 @@ def alarm_event(rule: AlarmRule, instance_id: str, at: datetime) -> dict[str, An
                     {
                         "metricStat": {
                             "metric": {
-                                "namespace": ssh_canary.NAMESPACE,
-                                "name": "SSHResponsive",
-                                "dimensions": {"InstanceId": instance_id},
+                                "namespace": contract.CANARY_NAMESPACE,
+                                "name": contract.SSH_RESPONSIVE_METRIC,
+                                "dimensions": {contract.INSTANCE_DIMENSION: instance_id},
                             }
                         }
                     }
@@ -234,23 +231,24 @@ def wire_ec2_to_vm(ec2: Any, vm: Vm, on_reboot: Callable[[float], None]) -> None
 
 
 def push_files(instance_id: str, bucket: str, region: str) -> dict[str, GuestFile]:
-    """The stack's `trainguard-push` as the bundle installs it, its settings, and the drill's `aws` for moto."""
-    from infra.bundle import bundle_files
-
-    (push,) = [item for item in bundle_files() if item.path.endswith("/trainguard-push")]
-    settings = f"TRAINGUARD_BUCKET={bucket}\nAWS_DEFAULT_REGION={region}\nTRAINGUARD_INSTANCE_ID={instance_id}\n"
-    return {
-        push.path: GuestFile(push.content, f"{push.mode:04o}"),
-        ENV_FILE: GuestFile(settings.encode(), "0644"),
-        **guest_aws_files(),
+    """The stack's `trainguard-push` and bundle.env as the bundle installs them, the instance's settings, and the
+    drill's `aws` for moto."""
+    wanted = (f"/{contract.PUSH_COMMAND}", contract.BUNDLE_ENV_FILE)
+    installed = {
+        item.path: GuestFile(item.content, f"{item.mode:04o}") for item in bundle_files() if item.path.endswith(wanted)
     }
+    settings = {
+        contract.BUCKET_VARIABLE: bucket,
+        "AWS_DEFAULT_REGION": region,
+        contract.INSTANCE_ID_VARIABLE: instance_id,
+    }
+    text = "".join(f"{name}={value}\n" for name, value in settings.items())
+    return {**installed, contract.ENV_FILE: GuestFile(text.encode(), "0644"), **guest_aws_files()}
 
 
 def managed_instance(aws: LocalAws, grace: timedelta) -> str:
     """A moto instance standing for the VM: trainguard's managed tag, launched before the boot grace period."""
     from moto.ec2.models import ec2_backends
-
-    from healthcheck.remediation.policy import RemediationSettings
 
     key, value = RemediationSettings().managed_tag
     ec2 = aws.client("ec2")
@@ -324,8 +322,6 @@ def _drive(
     record: _Record,
     log: TextIO,
 ) -> None:
-    from healthcheck.remediation.policy import RemediationSettings
-
     settings = RemediationSettings(topic_arn=aws.topic_arn, bucket=BUCKET)
     record.instance_id = managed_instance(aws, settings.boot_grace)
     keys, spec = guest_vm(
@@ -333,7 +329,7 @@ def _drive(
         image,
         plan=plan,
         files={**guest_files(), **push_files(record.instance_id, BUCKET, aws.region)},
-        commands=[*SETUP_COMMANDS, f"install -d -o {USER} {RESULTS_DIR}"],
+        commands=[*SETUP_COMMANDS, f"install -d -o {USER} {contract.RESULTS_DIR}"],
         # The probe's wait and the sshd wait both count from the reboot; then the push and the pull.
         time_limit_s=plan.boot_s + plan.watch_s + plan.recover_s + PUSH_TIMEOUT_S + PULL_TIMEOUT_S + 120,
         guest_forwards=(aws.forward(),),
@@ -382,7 +378,7 @@ def _push_and_pull(
     if pushed.returncode != 0:
         note(elapsed(), f"trainguard-push FAILED (status {pushed.returncode}): {pushed.stderr.strip()[-300:]}")
         return False
-    note(elapsed(), f"`trainguard-push --now` in the guest: {RESULTS_DIR} is in moto's S3 at {instance_id}/")
+    note(elapsed(), f"`trainguard-push --now` in the guest: {contract.RESULTS_DIR} is in moto's S3 at {instance_id}/")
     command = [sys.executable, "-m", "healthcheck", "pull", "--bucket", BUCKET, "--instance", instance_id, str(dest)]
     try:
         pulled = subprocess.run(
@@ -391,7 +387,7 @@ def _push_and_pull(
     except subprocess.TimeoutExpired:
         note(elapsed(), f"`python -m healthcheck pull` did not finish within {PULL_TIMEOUT_S:.0f}s")
         return False
-    copy = dest / instance_id / Path(RESULTS).relative_to(RESULTS_DIR)
+    copy = dest / instance_id / Path(RESULTS).relative_to(contract.RESULTS_DIR)
     same = pulled.returncode == 0 and copy.is_file() and hashlib.sha256(copy.read_bytes()).hexdigest() == digest
     said = (pulled.stdout.strip().splitlines() or [pulled.stderr.strip()])[-1]
     note(
@@ -413,9 +409,6 @@ def _remediate(
     record: _Record,
 ) -> None:
     """The canary samples, the rule fires, the handler reboots through moto into the VM, sshd answers again."""
-    from healthcheck.lambdas import auto_reboot
-    from healthcheck.remediation.actions import Clients, Remediator
-
     reboots: list[float] = []
     ec2 = aws.client("ec2")
     wire_ec2_to_vm(ec2, vm, reboots.append)

@@ -13,15 +13,17 @@ from typing import Any, cast
 
 import pytest
 
-from healthcheck.drill import recovery
-from healthcheck.drill.guest import GuestShell
-from healthcheck.drill.local_aws import AWS_WRAPPER_PATH, BUCKET, LocalAws
-from healthcheck.drill.qemu import Vm
+from drill import recovery
+from drill.guest import GuestShell
+from drill.local_aws import AWS_WRAPPER_PATH, BUCKET, LocalAws
+from drill.qemu import Vm
+from healthcheck import contract
 from healthcheck.lambdas import auto_reboot
 from healthcheck.remediation.actions import Clients, Remediator
 from healthcheck.remediation.policy import RemediationSettings
-from infra.bundle import USERDATA_DIR
+from infra.bundle import USERDATA_DIR, bundle_environment
 from infra.detection import Detection
+from tests.conftest import write_bundle_env
 
 AWS_V1 = Path(sys.executable).parent / "aws"
 RULE = recovery.AlarmRule("ssh-unresponsive", period_s=10, evaluation_periods=8, datapoints_to_alarm=6, threshold=1)
@@ -123,10 +125,16 @@ def test_detection_counts_from_the_first_failing_sample_in_the_window_that_fired
 def test_the_recovery_guest_gets_the_stacks_push_and_its_settings_and_nothing_that_prevents_the_freeze() -> None:
     files = recovery.push_files("i-0123456789abcdef0", BUCKET, "eu-west-1")
 
-    assert set(files) == {"/usr/local/bin/trainguard-push", recovery.ENV_FILE, AWS_WRAPPER_PATH}
+    assert set(files) == {
+        "/usr/local/bin/trainguard-push",
+        contract.BUNDLE_ENV_FILE,
+        contract.ENV_FILE,
+        AWS_WRAPPER_PATH,
+    }
     push = files["/usr/local/bin/trainguard-push"]
     assert (push.content, push.permissions) == ((USERDATA_DIR / "trainguard-push").read_bytes(), "0755")
-    assert files[recovery.ENV_FILE].content.decode().splitlines() == [
+    assert files[contract.BUNDLE_ENV_FILE].content == bundle_environment()
+    assert files[contract.ENV_FILE].content.decode().splitlines() == [
         f"TRAINGUARD_BUCKET={BUCKET}",
         "AWS_DEFAULT_REGION=eu-west-1",
         "TRAINGUARD_INSTANCE_ID=i-0123456789abcdef0",
@@ -144,13 +152,15 @@ class LocalGuest:
         script = self.bin / "trainguard-push"
         script.write_bytes(files["/usr/local/bin/trainguard-push"].content)
         script.chmod(0o755)
-        (root / "env").write_bytes(files[recovery.ENV_FILE].content)
+        (root / "env").write_bytes(files[contract.ENV_FILE].content)
         self.data = root / "data"
+        bundle_env = write_bundle_env(
+            root / "bundle.env", TRAINGUARD_ENV_FILE=root / "env", TRAINGUARD_RESULTS_DIR=self.data / "results"
+        )
         self.env = {
             "PATH": f"{self.bin}:{AWS_V1.parent}:/usr/bin:/bin",
             "HOME": str(root),
-            "TRAINGUARD_ENV_FILE": str(root / "env"),
-            "TRAINGUARD_DATA_MOUNT": str(self.data),
+            "TRAINGUARD_BUNDLE_ENV": str(bundle_env),
             "TRAINGUARD_SYSTEMD_DIR": str(root / "no-systemd"),
             "AWS_ENDPOINT_URL": aws.endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -159,7 +169,7 @@ class LocalGuest:
         }
 
     def write_result(self, body: bytes) -> str:
-        path = self.data / Path(recovery.RESULTS).relative_to("/data")
+        path = self.data / Path(recovery.RESULTS).relative_to(contract.DATA_MOUNT)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
         return hashlib.sha256(body).hexdigest()

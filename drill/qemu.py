@@ -25,7 +25,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TextIO
 
-from healthcheck.drill.image import Image
+from drill import relay
+from drill.image import Image
 from healthcheck.probe.sandbox import free_ports
 
 QEMU = "qemu-system-x86_64"
@@ -136,7 +137,8 @@ def choose_accelerator(image: Image, probe_seconds: float = 20.0) -> Accelerator
 def relay_command(host_port: int) -> str:
     """What qemu runs per guest connection to a guestfwd address: the relay to 127.0.0.1:host_port (one per
     connection; a `tcp:` chardev would be one connection for the whole run)."""
-    return f"{sys.executable} -m healthcheck.drill.relay {host_port}"
+    # By its file: the harness is not installed, and the relay needs nothing beside it.
+    return f"{sys.executable} {Path(relay.__file__)} {host_port}"
 
 
 def qemu_command(spec: VmSpec, run_dir: Path, accelerator: Accelerator, ssh_port: int, alive_port: int) -> list[str]:

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from healthcheck.drill import timeline
-from healthcheck.drill.guest import SETUP_COMMANDS, WORKER_PATH, GuestShell, guest_files
-from healthcheck.drill.image import Image
-from healthcheck.drill.local_aws import INSTANCE_ID, LocalAws, guest_aws_files
-from healthcheck.drill.observe import Sampler
-from healthcheck.drill.qemu import Accelerator, Vm, remove_run_dir
-from healthcheck.drill.scenarios import (
+from drill import timeline
+from drill.guest import SETUP_COMMANDS, WORKER_PATH, GuestShell, guest_files
+from drill.image import Image
+from drill.local_aws import INSTANCE_ID, LocalAws, guest_aws_files
+from drill.observe import Sampler
+from drill.qemu import Accelerator, Vm, remove_run_dir
+from drill.scenarios import (
     GuestPlan,
     Outcome,
     ScenarioFailed,
@@ -36,8 +36,8 @@ from healthcheck.drill.scenarios import (
     guest_vm,
     start_run,
 )
+from healthcheck import contract
 
-RESULTS_DIR = "/data/results"  # the data volume's results folder (mount-data makes it on an instance)
 BEFORE_PRESSURE = "before-pressure.txt"
 LAUNCH_LOG = "/tmp/trainguard-launch.log"
 LAUNCH_DONE = "trainguard launch exited with status"
@@ -96,7 +96,7 @@ def run_guarded(
                 image,
                 plan=plan,
                 files={**guest_files(), **guest_aws_files()},
-                commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {RESULTS_DIR}"],
+                commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {contract.RESULTS_DIR}"],
                 time_limit_s=plan.boot_s + plan.watch_s + 300,
                 stack_user_data=aws.user_data(bundle),
                 guest_forwards=(aws.forward(),),
@@ -192,7 +192,7 @@ def _push_before_pressure(
     dated two minutes back, as one written before the last timer round would be.
     """
     content = f"results written at {time.time():.0f}, before any pressure\n".encode()
-    path = f"{RESULTS_DIR}/{BEFORE_PRESSURE}"
+    path = f"{contract.RESULTS_DIR}/{BEFORE_PRESSURE}"
     pushed = shell.run(
         f"printf %s '{content.decode().strip()}' >{path} && echo >>{path} && touch -d '2 minutes ago' {path}"
         " && sudo systemctl start trainguard-push-results.service",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from healthcheck.drill import timeline
-from healthcheck.drill.timeline import BANNER_OK, Kill, ProbeRun, Sample
+from drill import timeline
+from drill.timeline import BANNER_OK, Kill, ProbeRun, Sample
 
 
 def ok(at: float, latency: float = 0.2) -> Sample:

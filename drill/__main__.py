@@ -1,4 +1,4 @@
-"""`python -m healthcheck.drill` (what `make drill` runs): the drill's scenarios in a local VM.
+"""`python -m drill` (what `make drill` runs): the drill's scenarios in a local VM.
 
 Builds (once) and boots a Debian VM under qemu, reproduces the incident in it,
 prints each scenario's timeline and a summary table, and writes
@@ -13,17 +13,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from healthcheck.drill import timeline
-from healthcheck.drill.guarded import run_guarded
-from healthcheck.drill.image import ImageBuildError, Recipe, ensure_image
-from healthcheck.drill.qemu import VmError, choose_accelerator
-from healthcheck.drill.recovery import run_recovery
-from healthcheck.drill.scenarios import Outcome, ScenarioFailed, UnguardedPlan, run_unguarded, write_results
+from drill import timeline
+from drill.guarded import run_guarded
+from drill.image import ImageBuildError, Recipe, ensure_image
+from drill.qemu import VmError, choose_accelerator
+from drill.recovery import run_recovery
+from drill.scenarios import Outcome, ScenarioFailed, UnguardedPlan, run_unguarded, write_results
 from healthcheck.status import Status
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m healthcheck.drill", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m drill", description=__doc__)
     parser.add_argument("--results", type=Path, default=Path("drill-results"), help="default: drill-results/")
     parser.add_argument(
         "--freeze-goal",

@@ -1,0 +1,135 @@
+"""The names every trainguard runtime must agree on, in one place.
+
+The laptop's commands, the Lambdas, the guard on the instance, the Pulumi
+program and the drill all import what they share from here: metric
+namespaces and names, tag keys, environment variables, on-instance paths,
+bucket prefixes and alarm names. The instance's shell scripts and systemd
+units read the same values from /etc/trainguard/bundle.env, which the bundle
+writes from `instance_environment()` below, and the units have them filled
+in when the bundle is built.
+
+Standard library only, Python 3.10: the instances and the Lambdas import it too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeGuard
+
+# --- CloudWatch -----------------------------------------------------------------------------------------------
+# The SSH canary's metric; the instances may not publish in this namespace (infra.policies), so the
+# auto-reboot function can trust it to spare a host that still answers SSH.
+CANARY_NAMESPACE = "Trainguard"
+SSH_RESPONSIVE_METRIC = "SSHResponsive"
+# The guard on the instance counts the workers memory killed.
+GUARD_NAMESPACE = "Trainguard/Guard"
+OOM_KILLS_METRIC = "WorkerOOMKills"
+# The CloudWatch agent's namespace and the metrics trainguard configures it to send.
+AGENT_NAMESPACE = "CWAgent"
+MEMORY_METRIC = "mem_used_percent"
+DISK_METRIC = "disk_used_percent"
+# Memory pressure (PSI avg10), sent by trainguard-psi through the agent's StatsD input.
+PRESSURE_SOME_METRIC = "trainguard_memory_pressure_some_avg10"
+PRESSURE_FULL_METRIC = "trainguard_memory_pressure_full_avg10"
+INSTANCE_DIMENSION = "InstanceId"
+
+# --- Tags -----------------------------------------------------------------------------------------------------
+# What marks an instance (and its volumes) as trainguard's: the auto-reboot function touches nothing else.
+MANAGED_TAG_KEY = "trainguard:managed"
+MANAGED_TAG_VALUE = "true"
+# DLM snapshots the volumes that carry this tag.
+SNAPSHOT_TAG_KEY = "trainguard:snapshot"
+SNAPSHOT_TAG_VALUE = "true"
+# The remediation history, on the instance itself (healthcheck.remediation.policy).
+HISTORY_TAG_KEY = "trainguard:remediations"
+# What a remediation's snapshots carry.
+SNAPSHOT_ALARM_TAG_KEY = "trainguard:alarm"
+SNAPSHOT_REASON_TAG_KEY = "trainguard:reason"
+SNAPSHOT_INSTANCE_TAG_KEY = "trainguard:instance"
+SNAPSHOT_SOURCE_TAG_KEY = "trainguard:source"
+
+# --- Environment variables ------------------------------------------------------------------------------------
+# Per instance, in /etc/trainguard/env (infra.user_data), and for the laptop's commands and the Lambdas.
+BUCKET_VARIABLE = "TRAINGUARD_BUCKET"
+TOPIC_ARN_VARIABLE = "TRAINGUARD_TOPIC_ARN"
+REGION_VARIABLE = "TRAINGUARD_REGION"
+DATA_VOLUME_ID_VARIABLE = "TRAINGUARD_DATA_VOLUME_ID"
+INSTANCE_ID_VARIABLE = "TRAINGUARD_INSTANCE_ID"
+# The auto-reboot function's settings (healthcheck.remediation.policy.RemediationSettings).
+MANAGED_TAG_VARIABLE = "TRAINGUARD_MANAGED_TAG"
+MAX_REBOOTS_VARIABLE = "TRAINGUARD_MAX_REBOOTS"
+REBOOT_WINDOW_HOURS_VARIABLE = "TRAINGUARD_REBOOT_WINDOW_HOURS"
+BOOT_GRACE_SECONDS_VARIABLE = "TRAINGUARD_BOOT_GRACE_SECONDS"
+RELOOK_GROUP_VARIABLE = "TRAINGUARD_RELOOK_GROUP"
+RELOOK_ROLE_ARN_VARIABLE = "TRAINGUARD_RELOOK_ROLE_ARN"
+# The SSH canary's settings.
+CANARY_INTERVAL_VARIABLE = "TRAINGUARD_CANARY_INTERVAL_SECONDS"
+SSH_PORT_VARIABLE = "TRAINGUARD_SSH_PORT"
+MONITORING_ENDPOINT_VARIABLE = "TRAINGUARD_MONITORING_ENDPOINT"
+# What `trainguard launch` tells each worker.
+WORKER_VARIABLE = "TRAINGUARD_WORKER"
+
+# --- On the instance ------------------------------------------------------------------------------------------
+ENV_FILE = "/etc/trainguard/env"  # per instance, written by the user data
+BUNDLE_ENV_FILE = "/etc/trainguard/bundle.env"  # the values below, written by the bundle
+DATA_MOUNT = "/data"
+RESULTS_DIR = f"{DATA_MOUNT}/results"  # pushed to s3://<bucket>/<instance-id>/
+CHECKPOINTS_DIR = f"{DATA_MOUNT}/checkpoints"
+WORKER_LOG_DIR = f"{RESULTS_DIR}/logs"
+PACKAGE_ZIP = "/opt/trainguard/healthcheck.zip"  # this package, on the system python3's path
+INSTALLED_BUNDLE = "/var/lib/trainguard/bundle.tar.gz"
+IMDS_HELPER = "/usr/local/sbin/trainguard-imds"
+PUSH_COMMAND = "trainguard-push"
+TRAINING_SLICE = "trainguard-training.slice"
+WORKER_UNIT_PREFIX = "trainguard-worker-"
+
+# --- The results bucket ---------------------------------------------------------------------------------------
+# Results under <instance-id>/, remediation evidence under postmortem/<instance-id>/, the bundle under its own.
+POSTMORTEM_PREFIX = "postmortem/"
+BUNDLE_PREFIX = "trainguard/bundle"
+
+# --- Alarms and claims ----------------------------------------------------------------------------------------
+ALARM_NAME_PREFIX = "trainguard-"
+SSH_ALARM_KEY = "ssh-unresponsive"
+HEARTBEAT_ALARM_KEY = "agent-heartbeat"
+# One-remediation claims in SSM Parameter Store; the function's role may write nothing else there.
+CLAIM_PATH = "/trainguard/claims"
+
+# EC2 instance ids: i- and 8 (older) or 17 hexadecimal digits, nothing before or after.
+INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+
+
+def is_instance_id(text: object) -> TypeGuard[str]:
+    """Whether `text` is an instance id, whole: `"i-0123456789abcdef0\\n"` is not."""
+    return isinstance(text, str) and INSTANCE_ID.fullmatch(text) is not None
+
+
+def stack_alarm_prefix(stack: str) -> str:
+    """What every alarm of one stack's instances is named with first: trainguard-<stack>-."""
+    return f"{ALARM_NAME_PREFIX}{stack}-"
+
+
+def instance_alarm_name(stack: str, instance_id: str, key: str) -> str:
+    """trainguard-<stack>-<instance id>-<alarm key>."""
+    return f"{stack_alarm_prefix(stack)}{instance_id}-{key}"
+
+
+def alarm_key(alarm_name: str) -> str | None:
+    """The alarm key of an instance alarm's name (what follows the instance id), or None."""
+    match = re.search(rf"-({INSTANCE_ID.pattern})-([a-z0-9-]+)$", alarm_name)
+    return match.group(2) if match else None
+
+
+def instance_environment() -> dict[str, str]:
+    """What /etc/trainguard/bundle.env holds: the on-instance values the shell scripts and units read."""
+    return {
+        "TRAINGUARD_ENV_FILE": ENV_FILE,
+        "TRAINGUARD_DATA_MOUNT": DATA_MOUNT,
+        "TRAINGUARD_RESULTS_DIR": RESULTS_DIR,
+        "TRAINGUARD_CHECKPOINTS_DIR": CHECKPOINTS_DIR,
+        "TRAINGUARD_LOG_DIR": WORKER_LOG_DIR,
+        "TRAINGUARD_ZIP": PACKAGE_ZIP,
+        "TRAINGUARD_INSTALLED_BUNDLE": INSTALLED_BUNDLE,
+        "TRAINGUARD_IMDS": IMDS_HELPER,
+        "TRAINGUARD_TRAINING_SLICE": TRAINING_SLICE,
+    }
