@@ -16,10 +16,10 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import TextIO
 
 from healthcheck import __version__
-from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
+from healthcheck.console import Console
+from healthcheck.errors import Interrupted, Terminated, UsageError
 from healthcheck.status import Status
 
 # Each command and the module whose add_parser() adds it, in the order --help lists them.
@@ -52,26 +52,26 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     """Run the command line; returns the exit status instead of exiting.
 
-    Ctrl-C exits 130, SIGTERM 143 and SIGHUP 129 (128 + the signal's number,
-    as shells report them), with one line on stderr and no traceback; a command that
-    was interrupted mid-run prints what had finished first.
+    Bad input is one line on stderr and exit 3. Ctrl-C exits 130, SIGTERM 143 and SIGHUP 129 (128 + the
+    signal's number, as shells report them), with one line on stderr and no traceback; a command that was
+    interrupted mid-run prints what had finished first.
     """
-    out = out or sys.stdout
+    console = console or Console()
     with _termination_raises():
         try:
             argv = sys.argv[1:] if argv is None else argv
             args = build_parser(argv).parse_args(argv)
-            return int(args.run(args, out))
+            return int(args.run(args, console))
         except UsageError as error:
-            print(f"healthcheck: error: {error}", file=sys.stderr)
+            console.error(str(error))
             return Status.UNKNOWN
+        except Interrupted as stopped:
+            return console.interrupted(stopped.cause, stopped.progress)
         except (KeyboardInterrupt, Terminated) as cause:
-            with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes stderr with it
-                print(f"healthcheck: interrupted by {signal_name(cause)}", file=sys.stderr)
-            return interrupted_exit_status(cause)
+            return console.interrupted(cause)
         except SystemExit as exit_request:  # --help and --version
             return exit_request.code if isinstance(exit_request.code, int) else Status.UNKNOWN
 

@@ -1,6 +1,11 @@
-"""Shared fixtures: an isolated home, real throwaway sshd servers on 127.0.0.1, and a CLI runner.
+"""Shared fixtures: an isolated home, real throwaway sshd servers on 127.0.0.1, moto's server, a CLI runner.
 
 Every test connects only to loopback (or to a network namespace it creates).
+
+Two tiers: `make test` runs the fast one first (pure functions, fake hosts; it stops at the first failure),
+then the integration tier, marked here: every test that uses a real component (sshd, a socket server, moto,
+a Pulumi deployment under mocks, a subprocess of a command or script) through a fixture, every test of a module
+that imports what starts one, and every test of a module that says `pytestmark = pytest.mark.integration`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +30,40 @@ import pytest
 
 from healthcheck import contract
 from healthcheck.cli import main
+from healthcheck.console import Console
 from healthcheck.probe.sandbox import ThrowawaySshd
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# The fixtures that bring up a real component.
+INTEGRATION_FIXTURES = frozenset(
+    {
+        "server",
+        "make_server",
+        "line_server",
+        "full_backlog",
+        "moto_server",
+        "aws_credentials",
+        "run_module",
+        "deploy",
+        "largest_plan",
+        "recording_mocks",
+    }
+)
+
+
+# What a test module imports to start a real component itself.
+INTEGRATION_IMPORTS = frozenset({"subprocess", "socket", "boto3", "mock_aws", "pulumi", "LocalAws", "ThrowawaySshd"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = vars(getattr(item, "module", None) or object())
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())) or INTEGRATION_IMPORTS.intersection(
+            module
+        ):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +107,46 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
     return AWS_REGION
+
+
+class Tty(io.StringIO):
+    """Input that says it is a terminal, so a command asks its question."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class StringConsole(Console):
+    """A command's console whose output a test reads back: `out` and `err`, and `stdin` as given."""
+
+    def __init__(self, stdin: str = "", *, tty: bool = False) -> None:
+        super().__init__(stdout=io.StringIO(), stderr=io.StringIO(), stdin=Tty(stdin) if tty else io.StringIO(stdin))
+
+    @property
+    def out(self) -> str:
+        return self.stdout.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def err(self) -> str:
+        return self.stderr.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture
+def moto_server(aws_credentials: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's server on 127.0.0.1 (a free port), which the test's AWS clients, and its subprocesses', reach through
+    AWS_ENDPOINT_URL; returns the endpoint. moto keeps its state in this process: it is forgotten afterwards."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    try:
+        yield endpoint
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
+        server.stop()
 
 
 @dataclass
@@ -140,7 +217,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
 
     def run(*argv: str) -> Run:
         out = io.StringIO()
-        code = main(list(argv), out=out)
+        code = main(list(argv), console=Console(stdout=out))
         return Run(code, out.getvalue(), capsys.readouterr().err)
 
     return run

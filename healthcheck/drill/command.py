@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import Any
 
+from healthcheck import aws
 from healthcheck.arguments import bounded, instance_id
+from healthcheck.console import Console
 from healthcheck.drill.aws import (
     DEFAULT_BUDGET_S,
     DEFAULT_THAW_AFTER_S,
@@ -27,7 +28,7 @@ from healthcheck.drill.aws import (
     figures,
     judge,
 )
-from healthcheck.errors import Terminated, UsageError, aws_setup_as_usage, interrupted_exit_status, signal_name
+from healthcheck.errors import Interrupted, Terminated, UsageError
 from healthcheck.probe.stages import check_banner
 from healthcheck.remediation.policy import RemediationConfigError, managed_tag
 from healthcheck.status import Status
@@ -67,22 +68,27 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     drill.set_defaults(run=run_drill)
 
 
-def run_drill(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin, drill: AwsDrill | None = None) -> int:
-    drill = drill or _drill(args)
+def run_drill(args: argparse.Namespace, console: Console, drill: AwsDrill | None = None) -> int:
+    purpose = f"to drill on {args.instance_id}"
+    drill = drill or _drill(args, purpose)
     try:
-        with aws_setup_as_usage("to drive the drill", "to find the instance in"):
+        with aws.refusals_as_usage(purpose):
             alarm_name, address = drill.preflight()
     except DrillRefused as refused:
         raise UsageError(f"refused: {refused}") from None
-    print(f"{args.instance_id}: SSH alarm {alarm_name}; SSH checked at {address}:22", file=out)
-    if not args.yes and not _confirmed(args, out, stdin):
-        print("Nothing done.", file=out)
+    console.say(f"{args.instance_id}: SSH alarm {alarm_name}; SSH checked at {address}:22")
+    question = (
+        f"Freeze sshd on {args.instance_id} (it stays frozen until trainguard reboots it, or {args.thaw_after}s)?"
+    )
+    if not args.yes and not console.confirm(question, f"pass --yes to freeze sshd on {args.instance_id}"):
+        console.say("Nothing done.")
         return Status.WARNING
     try:
-        freeze_at = drill.freeze(args.thaw_after)
+        with aws.refusals_as_usage(purpose):
+            freeze_at = drill.freeze(args.thaw_after)
     except DrillRefused as refused:
         raise UsageError(str(refused)) from None
-    print(f"sshd frozen at {freeze_at:%H:%M:%S} UTC; the instance thaws it by itself in {args.thaw_after}s", file=out)
+    console.say(f"sshd frozen at {freeze_at:%H:%M:%S} UTC; the instance thaws it by itself in {args.thaw_after}s")
     seen = Observations(freeze_at)
     try:
         drill.watch(
@@ -90,43 +96,26 @@ def run_drill(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin, 
             alarm_name,
             address,
             until=freeze_at + timedelta(seconds=args.thaw_after + 120),
-            on_event=lambda at, text: print(f"  {at:+7.0f}s  {text}", file=out, flush=True),
+            on_event=lambda at, text: console.say(f"  {at:+7.0f}s  {text}"),
         )
     except (KeyboardInterrupt, Terminated) as cause:
         drill.thaw()
-        print(f"interrupted by {signal_name(cause)}: asked the instance to thaw sshd now", file=out, flush=True)
-        return interrupted_exit_status(cause)
+        raise Interrupted(cause, "asked the instance to thaw sshd now") from None
     recovered, lines = judge(figures(seen), args.budget)
-    print("\n".join(lines), file=out)
+    console.say("\n".join(lines))
     return Status.OK if recovered else Status.CRITICAL
 
 
-def _confirmed(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> bool:
-    if not stdin.isatty():
-        raise UsageError(f"not asking on a non-interactive input: pass --yes to freeze sshd on {args.instance_id}")
-    print(
-        f"Freeze sshd on {args.instance_id} (it stays frozen until trainguard reboots it, or {args.thaw_after}s)? "
-        "[y/N] ",
-        end="",
-        file=out,
-        flush=True,
-    )
-    return stdin.readline().strip().lower() in ("y", "yes")
-
-
-def _drill(args: argparse.Namespace) -> AwsDrill:
-    import boto3
-
+def _drill(args: argparse.Namespace, purpose: str) -> AwsDrill:
     try:
         tag = managed_tag(os.environ)
     except RemediationConfigError as error:
         raise UsageError(f"{error}; fix or unset the variable") from None
-    session = boto3.session.Session(region_name=args.region)
-    with aws_setup_as_usage("to drive the drill", "to find the instance in"):
-        clients = [session.client(name) for name in ("ec2", "ssm", "cloudwatch")]
+    ec2, ssm, cloudwatch = (
+        aws.client(name, purpose=purpose, region=args.region) for name in ("ec2", "ssm", "cloudwatch")
+    )
 
     def ssh_answers(address: str) -> bool:
         return check_banner(address, 22, SSH_CHECK_TIMEOUT_S).alive
 
-    ec2, ssm, cloudwatch = clients
     return AwsDrill(ec2, ssm, cloudwatch, args.instance_id, tag, ssh_answers=ssh_answers, private_address=args.private)

@@ -16,9 +16,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, TextIO
+from typing import Any
 
-from healthcheck.errors import Terminated, UsageError, interrupted_exit_status
+from healthcheck.console import Console
+from healthcheck.errors import Interrupted, Terminated, UsageError
 from healthcheck.guard import fit, units
 from healthcheck.guard.host import Host
 from healthcheck.status import Status
@@ -57,15 +58,15 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     launch.set_defaults(run=run_launch)
 
 
-def run_launch(args: argparse.Namespace, out: TextIO, host: Host | None = None) -> int:
+def run_launch(args: argparse.Namespace, console: Console, host: Host | None = None) -> int:
     host = host or Host()
     if args.status:
-        return show_status(host, out)
+        return show_status(host, console)
     if host.euid() != 0:
         raise UsageError("trainguard launch starts system units: run it with sudo")
     if args.stop:
-        return stop_all(host, out)
-    return Launcher(host, out, _plan(args)).launch()
+        return stop_all(host, console)
+    return Launcher(host, console, _plan(args)).launch()
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,12 @@ def _plan(args: argparse.Namespace) -> Plan:
 
 
 class Launcher:
-    def __init__(self, host: Host, out: TextIO, plan: Plan) -> None:
-        self.host, self.out, self.plan = host, out, plan
+    def __init__(self, host: Host, console: Console, plan: Plan) -> None:
+        self.host, self.console, self.plan = host, console, plan
         self.started: list[int] = []
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        self.console.say(text)
 
     def launch(self) -> int:
         slice_max = self._slice_memory_max()
@@ -107,8 +108,8 @@ class Launcher:
             return self._launch(slice_max)
         except (KeyboardInterrupt, Terminated) as cause:  # the workers are systemd units: they outlive the launcher
             started = ", ".join(map(str, self.started)) or "none"
-            self.say(f"interrupted: started workers ({started}) keep running; stop them with: trainguard launch --stop")
-            return interrupted_exit_status(cause)
+            progress = f"started workers ({started}) keep running; stop them with: trainguard launch --stop"
+            raise Interrupted(cause, progress) from None
 
     def _launch(self, slice_max: int) -> int:
         self.say(f"{units.SLICE}: MemoryMax {fit.human(slice_max)}")
@@ -343,22 +344,22 @@ def render_status(rows: Sequence[WorkerRow], slice_current: int | None, slice_ma
     return "\n".join(lines)
 
 
-def show_status(host: Host, out: TextIO) -> int:
+def show_status(host: Host, console: Console) -> int:
     rows = worker_rows(host)
     current, limit = host.slice_memory()
-    print(render_status(rows, current, limit), file=out)
+    console.say(render_status(rows, current, limit))
     return Status.WARNING if any(row.state.startswith("failed") for row in rows) else Status.OK
 
 
-def stop_all(host: Host, out: TextIO) -> int:
+def stop_all(host: Host, console: Console) -> int:
     names = host.worker_units()
     if not names:
-        print("no workers to stop", file=out)
+        console.say("no workers to stop")
         return Status.OK
     done = host.run(units.stop_argv(names), STOP_TIMEOUT_S)
     for row in worker_rows(host):
-        print(f"worker {row.worker}: {row.state}", file=out)
+        console.say(f"worker {row.worker}: {row.state}")
     if not done.ok:
-        print(f"systemctl stop failed: {done.why()}", file=out)
+        console.say(f"systemctl stop failed: {done.why()}")
         return Status.CRITICAL
     return Status.OK

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from healthcheck import contract
+from healthcheck import aws, contract
 from healthcheck.probe.stages import check_banner
 
 DEFAULT_INTERVAL_S = 10
@@ -50,6 +50,8 @@ MAX_SAMPLES = 60
 # PutMetricData takes at most 1000 metric data entries per request.
 # https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html
 MAX_ENTRIES_PER_REQUEST = 1000
+# A publish must end well inside the invocation's reserve: short timeouts, one retry.
+PUBLISH_LIMITS = aws.Limits(connect_s=2.0, read_s=5.0, attempts=2)
 
 log = logging.getLogger("trainguard.ssh_canary")
 log.setLevel(logging.INFO)
@@ -206,12 +208,13 @@ class Canary:
 def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str, Any]:
     """Sample the event's targets and publish; raises only if it cannot publish."""
     if canary is None:
-        import boto3
-
-        canary = Canary(
-            boto3.client("cloudwatch", endpoint_url=os.environ.get(contract.MONITORING_ENDPOINT_VARIABLE) or None),
-            **_settings(os.environ),
+        cloudwatch = aws.client(
+            "cloudwatch",
+            purpose="to publish the canary's samples",
+            limits=PUBLISH_LIMITS,
+            endpoint_url=os.environ.get(contract.MONITORING_ENDPOINT_VARIABLE) or None,
         )
+        canary = Canary(cloudwatch, **_settings(os.environ))
     targets, samples, problems = parse_event(event, canary.port, canary.samples_per_minute)
     for problem in problems:
         log.warning(json.dumps({"event": "trainguard.canary.bad_input", "problem": problem}))

@@ -7,31 +7,21 @@ parser is built, so the package's command line starts on a bare Python.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from healthcheck import contract
+from healthcheck import contract, watch
 from healthcheck.arguments import bounded
-from healthcheck.errors import Terminated, UsageError, interrupted_exit_status, signal_name
-from healthcheck.probe import ec2
+from healthcheck.console import Console
+from healthcheck.errors import Interrupted, UsageError
+from healthcheck.probe.plan import DEFAULT_KNOWN_HOSTS, DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Plan, Request
 from healthcheck.probe.render import as_json, overall_status, report, watch_line
 from healthcheck.probe.targets import parse_port
 from healthcheck.probe.vitals import Thresholds
 from healthcheck.status import Status
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2 import EC2Client
-
-    from healthcheck.probe.prober import Job, ProbeSettings
     from healthcheck.probe.verdict import Result
-
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-DEFAULT_PARALLEL = 128
 
 DESCRIPTION = """\
 Tell in seconds whether training hosts answer SSH, and why not.
@@ -162,136 +152,75 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     demo.set_defaults(run=_run_demo)
 
 
-def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
+def _run_demo(args: argparse.Namespace, console: Console) -> int:
     from healthcheck.probe.demo import run_demo
 
-    return run_demo(out)
+    return run_demo(console)
 
 
-def run_probe(args: argparse.Namespace, out: TextIO) -> int:
+def request_from(args: argparse.Namespace) -> Request:
+    return Request(
+        targets=tuple(args.targets),
+        user=args.user,
+        port=args.port,
+        identities=tuple(args.identity),
+        known_hosts=args.known_hosts,
+        host_key_policy=args.host_key_policy,
+        ssh_config=args.ssh_config,
+        timeout=args.timeout,
+        login=not args.no_login,
+        thresholds=Thresholds(**{field: getattr(args, field) for _, field, *_ in THRESHOLD_OPTIONS}),
+        data_mount=args.data_mount,
+        private_address=args.private,
+        parallel=args.parallel,
+        region=args.region,
+    )
+
+
+def run_probe(args: argparse.Namespace, console: Console) -> int:
     if args.rounds is not None and args.watch is None:
         raise UsageError("--rounds counts --watch rounds: add --watch SECONDS, or drop --rounds")
-    plan = Plan.from_args(args)
-    if args.watch is None:
+    plan = Plan.make(request_from(args))
+    if args.watch is not None:
+        timeline = Timeline(plan, args.json, console)
+        return watch.every(args.watch, args.rounds, timeline.probe, timeline.show)
+    from healthcheck.probe.prober import RoundInterrupted
+
+    try:
+        results = plan.run_round()
+    except RoundInterrupted as interrupted:
+        if interrupted.finished:
+            console.say(as_json(interrupted.finished) if args.json else report(interrupted.finished))
+        progress = f"{len(interrupted.finished)} of {len(plan.jobs)} targets finished"
+        raise Interrupted(interrupted.cause, progress) from None
+    console.say(as_json(results) if args.json else report(results))
+    return overall_status(results)
+
+
+class Timeline:
+    """--watch: one timestamped line for every target whose verdict changed (or was first seen) in a round."""
+
+    def __init__(self, plan: Plan, as_json_lines: bool, console: Console) -> None:
+        self.plan = plan
+        self.as_json_lines = as_json_lines
+        self.console = console
+        self.previous: dict[str, Result] = {}
+
+    def probe(self) -> list[Result]:
+        """Probe everything once; Ctrl-C or SIGTERM mid-round still shows the targets that had finished."""
         from healthcheck.probe.prober import RoundInterrupted
 
         try:
-            results = plan.run_round()
+            return self.plan.run_round()
         except RoundInterrupted as interrupted:
-            if interrupted.finished:
-                print(as_json(interrupted.finished) if args.json else report(interrupted.finished), file=out)
-            return _interrupted(
-                interrupted.cause, f"{len(interrupted.finished)} of {len(plan.jobs)} targets finished", out
-            )
-        print(as_json(results) if args.json else report(results), file=out)
-        return overall_status(results)
-    return watch(plan, args.watch, args.rounds, args.json, out)
+            self.show(interrupted.finished)
+            raise interrupted.cause from None
 
-
-def _interrupted(cause: KeyboardInterrupt | Terminated, progress: str, out: TextIO) -> int:
-    """The line that says the run was cut short, on stderr so that --json output stays parseable."""
-    out.flush()
-    print(f"healthcheck: interrupted by {signal_name(cause)}: {progress}", file=sys.stderr, flush=True)
-    return interrupted_exit_status(cause)
-
-
-class Plan:
-    """Targets, keys and settings, checked once; each round asks EC2 again and probes everything."""
-
-    def __init__(self, jobs: list[Job], settings: ProbeSettings, parallel: int, region: str | None) -> None:
-        self.jobs = jobs
-        self.settings = settings
-        self.parallel = parallel
-        self.region = region
-        self._ec2_client: EC2Client | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Plan:
-        """Everything the arguments name, loaded and checked before any probe: bad input fails here."""
-        from healthcheck.probe.prober import Job, ProbeSettings
-        from healthcheck.probe.targets import TargetDefaults, load_ssh_config, parse_target
-
-        ssh_config = load_ssh_config(args.ssh_config)
-        defaults = TargetDefaults(user=args.user, port=args.port, identity_files=tuple(args.identity))
-        targets = [parse_target(spec, defaults, ssh_config) for spec in args.targets]
-        known_hosts = None
-        jobs = [Job(target) for target in targets]
-        if not args.no_login:
-            from healthcheck.probe.credentials import HostKeyPolicy, KnownHosts, keys_for
-
-            known_hosts = KnownHosts(
-                args.known_hosts or DEFAULT_KNOWN_HOSTS,
-                HostKeyPolicy(args.host_key_policy),
-                create_directory=args.known_hosts is None,
-            )
-            jobs = [Job(target, keys_for(target, explicit=bool(args.identity))) for target in targets]
-        settings = ProbeSettings(
-            timeout=args.timeout,
-            login=not args.no_login,
-            known_hosts=known_hosts,
-            thresholds=Thresholds(**{field: getattr(args, field) for _, field, *_ in THRESHOLD_OPTIONS}),
-            data_mount=args.data_mount,
-            private_address=args.private,
-        )
-        return cls(jobs, settings, args.parallel, args.region)
-
-    def run_round(self) -> list[Result]:
-        from healthcheck.probe.prober import probe_all
-
-        return probe_all(self._with_ec2_lookups(), self.settings, self.parallel)
-
-    def _with_ec2_lookups(self) -> list[Job]:
-        """The jobs, with what EC2 says now about every `i-` target (one batch call a round)."""
-        instance_ids = sorted({job.target.instance_id for job in self.jobs if job.target.instance_id})
-        if not instance_ids:
-            return self.jobs
-        if self._ec2_client is None:
-            self._ec2_client = ec2.make_client(self.region, self.settings.timeout)
-        lookups = ec2.look_up(self._ec2_client, instance_ids)
-        return [
-            replace(job, lookup=lookups[job.target.instance_id]) if job.target.instance_id else job for job in self.jobs
-        ]
-
-
-def watch(
-    plan: Plan,
-    interval: float,
-    rounds: int | None,
-    as_json_lines: bool,
-    out: TextIO,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Probe every `interval` seconds; print a line when a target's verdict changes.
-
-    Ctrl-C or SIGTERM ends it at once, whether probing or sleeping: the lines
-    of the probes that had finished, then the interruption on stderr.
-    """
-    from healthcheck.probe.prober import RoundInterrupted
-
-    previous: dict[str, Result] = {}
-    results: list[Result] = []
-    completed = 0
-
-    def show(results: list[Result]) -> None:
+    def show(self, results: list[Result]) -> Status:
         now = datetime.now(timezone.utc)
         for result in results:
-            before = previous.get(result.target)
+            before = self.previous.get(result.target)
             if before is None or before.verdict is not result.verdict:
-                print(watch_line(now, result, before, as_json_lines), file=out, flush=True)
-            previous[result.target] = result
-
-    try:
-        while rounds is None or completed < rounds:
-            started = time.monotonic()
-            results = plan.run_round()
-            completed += 1  # before printing, so a signal during the print counts this round
-            show(results)
-            if rounds is None or completed < rounds:
-                sleep(max(0.0, interval - (time.monotonic() - started)))
-    except RoundInterrupted as interrupted:
-        show(interrupted.finished)
-        return _interrupted(interrupted.cause, f"{completed} rounds completed", out)
-    except (KeyboardInterrupt, Terminated) as cause:
-        return _interrupted(cause, f"{completed} rounds completed", out)
-    return overall_status(results) if results else Status.UNKNOWN
+                self.console.say(watch_line(now, result, before, self.as_json_lines))
+            self.previous[result.target] = result
+        return overall_status(results)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+import shlex
+from pathlib import Path
 
-from healthcheck.cli import build_parser
-from healthcheck.probe.command import Plan
+from healthcheck.console import Console
+from healthcheck.probe.plan import Plan, Request
 from healthcheck.probe.render import report
 from healthcheck.probe.sandbox import ThrowawaySshd
 from healthcheck.probe.verdict import Result, Verdict
@@ -13,39 +14,36 @@ from healthcheck.probe.verdict import Result, Verdict
 DEMO_TIMEOUT = 5
 
 
-def run_demo(out: TextIO) -> int:
-    """Probe a real sshd, freeze it with SIGSTOP, probe again; 0 if the probe told live from frozen."""
-    with ThrowawaySshd(ports=1) as sshd:
+def run_demo(console: Console, sandbox_parent: Path | None = None) -> int:
+    """Probe a real sshd, freeze it with SIGSTOP, probe again; 0 if the probe told live from frozen.
+
+    The throwaway sshd's keys and config live in a new folder under `sandbox_parent` (default: the system's
+    temporary folder), removed at the end.
+    """
+    with ThrowawaySshd(ports=1, parent=sandbox_parent) as sshd:
         key = sshd.add_client_key("id_demo")
         target = f"{sshd.user}@127.0.0.1:{sshd.ports[0]}"
-        argv = [
-            "probe",
-            "--timeout",
-            str(DEMO_TIMEOUT),
-            "-i",
-            str(key),
-            "--known-hosts",
-            str(sshd.workdir / "known_hosts"),
-            target,
-        ]
-        plan = Plan.from_args(build_parser().parse_args(argv))
-        command = "python -m healthcheck " + " ".join(argv)
+        known_hosts = sshd.workdir / "known_hosts"
+        plan = Plan.make(
+            Request(targets=(target,), identities=(str(key),), known_hosts=str(known_hosts), timeout=DEMO_TIMEOUT)
+        )
+        argv = ["probe", "--timeout", str(DEMO_TIMEOUT), "-i", str(key), "--known-hosts", str(known_hosts), target]
+        command = "python -m healthcheck " + shlex.join(argv)
 
-        print(f"A throwaway OpenSSH sshd is listening on {target}.\n\n$ {command}\n", file=out)
+        console.say(f"A throwaway OpenSSH sshd is listening on {target}.\n\n$ {command}\n")
         healthy = plan.run_round()[0]
-        print(report([healthy]), file=out)
+        console.say(report([healthy]))
 
         sshd.freeze()
-        print(
+        console.say(
             f"\nNow sshd is frozen with SIGSTOP (pid {sshd.process.pid if sshd.process else '?'}): the kernel "
             "still accepts TCP connections on the port, but nothing answers, as on the frozen "
-            f"training host.\n\n$ {command}\n",
-            file=out,
+            f"training host.\n\n$ {command}\n"
         )
         frozen = plan.run_round()[0]
-        print(report([frozen]), file=out)
-        print("\n" + _difference(healthy, frozen), file=out)
-    print("\nThe throwaway sshd, its keys and its sessions are gone.", file=out)
+        console.say(report([frozen]))
+        console.say("\n" + _difference(healthy, frozen))
+    console.say("\nThe throwaway sshd, its keys and its sessions are gone.")
     # DEGRADED still means sshd answered and a login worked; it happens when this machine itself is busy.
     answered = healthy.verdict in (Verdict.HEALTHY, Verdict.DEGRADED)
     return 0 if answered and frozen.verdict is Verdict.HUNG else 1

@@ -1,17 +1,17 @@
 """EC2 instance lookup for `i-...` targets: address, state and status checks in two API calls.
 
-boto3 is imported only here, and only when an `i-` target is probed: it costs
-a third of a second that a plain probe should not pay.
+botocore is imported only when an `i-` target is probed: it costs a third of a
+second that a plain probe should not pay.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from healthcheck.errors import UsageError, no_aws_credentials, no_aws_region
+from healthcheck import aws
+from healthcheck.errors import UsageError
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -73,53 +73,29 @@ def look_up(client: EC2Client, instance_ids: list[str]) -> dict[str, Lookup]:
     }
 
 
-def make_client(region: str | None, timeout: float) -> EC2Client:
-    """An EC2 client whose every call is bounded: short timeouts and one retry.
-
-    The region is --region, else AWS_REGION (which the AWS SDKs and CLI v2
-    read first), else AWS_DEFAULT_REGION or the AWS config, which boto3 reads.
-    """
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import InvalidRegionError, NoRegionError
-
-    config = Config(
-        connect_timeout=max(timeout, 1.0),
-        read_timeout=max(timeout, 1.0),
-        retries={"max_attempts": 2, "mode": "standard"},
-    )
-    try:
-        return boto3.client("ec2", region_name=region or os.environ.get("AWS_REGION") or None, config=config)
-    except NoRegionError:
-        raise no_aws_region("to look up instances in") from None
-    except InvalidRegionError:
-        raise UsageError(
-            f"{region or os.environ.get('AWS_REGION')!r} is not a valid AWS region name: "
-            "pass one like eu-west-1 with --region, AWS_REGION or AWS_DEFAULT_REGION"
-        ) from None
+def make_client(region: str | None, timeout: float, instance_ids: list[str]) -> EC2Client:
+    """An EC2 client whose every call is bounded by the probe's timeout, with one retry."""
+    bound = max(timeout, 1.0)
+    purpose = "to look up " + ", ".join(instance_ids)
+    return cast("EC2Client", aws.client("ec2", purpose=purpose, region=region, limits=aws.Limits(bound, bound, 2)))
 
 
 def describe(client: EC2Client, instance_ids: list[str]) -> dict[str, Instance]:
     """Every id's state, addresses and status checks; an id that does not exist is bad input."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        reservations = client.describe_instances(InstanceIds=instance_ids)["Reservations"]
-        statuses = client.describe_instance_status(InstanceIds=instance_ids, IncludeAllInstances=True)[
-            "InstanceStatuses"
-        ]
-    except NoCredentialsError:
-        raise no_aws_credentials("to look up " + ", ".join(instance_ids)) from None
+        with aws.refusals_as_usage("to look up " + ", ".join(instance_ids)):
+            reservations = client.describe_instances(InstanceIds=instance_ids)["Reservations"]
+            statuses = client.describe_instance_status(InstanceIds=instance_ids, IncludeAllInstances=True)[
+                "InstanceStatuses"
+            ]
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
+        code = aws.error_code(error)
         if code.startswith("InvalidInstanceID"):
             raise UsageError(
                 f"unknown instance id ({error.response['Error'].get('Message', code)}): "
                 "check the id and the region (--region)"
-            ) from None
-        if code in ("AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId"):
-            raise UsageError(
-                f"AWS refused the lookup ({code}): check the credentials and ec2:Describe* rights"
             ) from None
         raise LookupFailed(f"EC2 lookup failed: {code or error}") from None
     except BotoCoreError as error:

@@ -60,6 +60,7 @@ class ThrowawaySshd:
         extra_config: str = "",
         skip_shell_rc: bool = True,
         max_startups: str = "1000",
+        parent: Path | None = None,
     ) -> None:
         if not Path(SSHD).exists():
             raise SandboxError(f"{SSHD} not found: install Debian's openssh-server (apt-get install openssh-server)")
@@ -67,7 +68,7 @@ class ThrowawaySshd:
         if not 1 <= len(self.ports) <= MAX_PORTS:
             raise SandboxError(f"one sshd listens on 1 to {MAX_PORTS} ports, not {len(self.ports)}")
         self._own_workdir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="trainguard-sshd-")) if workdir is None else workdir
+        self.workdir = Path(tempfile.mkdtemp(prefix="trainguard-sshd-", dir=parent)) if workdir is None else workdir
         self.host_key = generate_key(self.workdir / "ssh_host_ed25519_key", "trainguard-sandbox-host")
         self.authorized_keys = self.workdir / "authorized_keys"
         self.authorized_keys.touch(mode=0o600)

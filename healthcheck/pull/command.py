@@ -10,12 +10,13 @@ import argparse
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
-from healthcheck import contract
+from healthcheck import contract, watch
 from healthcheck.arguments import bounded, instance_id
+from healthcheck.console import Console
 from healthcheck.errors import UsageError
 from healthcheck.pull.dest import Destination
 from healthcheck.pull.plan import Change, PullPlan, Recorded, plan
@@ -102,6 +103,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     pull.add_argument(
         "--rounds", type=bounded(int, 1, 10**9, "--rounds"), metavar="N", help="with --watch, stop after N rounds"
     )
+    pull.add_argument("--region", help="the bucket's AWS region (default: from the AWS config)")
     pull.add_argument("--dry-run", action="store_true", help="list what would be downloaded; download nothing")
     pull.add_argument(
         "--parallel",
@@ -113,22 +115,25 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     pull.set_defaults(run=run_pull)
 
 
-def run_pull(args: argparse.Namespace, out: TextIO) -> int:
+def run_pull(args: argparse.Namespace, console: Console) -> int:
+    if args.rounds is not None and args.watch is None:
+        raise UsageError("--rounds counts --watch rounds: add --watch SECONDS, or drop --rounds")
     # An instance named twice is listed once (twice, its files would race for the same .part file).
     scope = Scope(tuple(dict.fromkeys(args.instance)), args.postmortem)
     bucket, _ = resolve_bucket(args.bucket, os.environ, pulumi_stack_bucket)
     destination = Destination(args.dest)
-    client = make_client(args.parallel)
+    client = make_client(args.parallel, args.region)
     puller = Puller(client, bucket, scope, destination, args.parallel)
     with destination, _unlisted_as_usage_error():
         if args.dry_run:
-            return _dry_run(puller, out)
+            return _dry_run(puller, console)
         if args.watch is not None:
-            return watch(puller, args.watch, args.rounds, out)
-        result = puller.pull(_reporter_for(out))
-        print(summary_line(result), file=out)
+            rounds = Rounds(puller, console)
+            return watch.every(args.watch, args.rounds, rounds.pull, rounds.report)
+        result = puller.pull(_reporter_for(console.stdout))
+        console.say(summary_line(result))
         for line in failure_lines(result.failed):
-            print(line, file=out)
+            console.say(line)
         return Status.WARNING if result.failed else Status.OK
 
 
@@ -200,53 +205,47 @@ class Puller:
         )
 
 
-def _dry_run(puller: Puller, out: TextIO) -> int:
+def _dry_run(puller: Puller, console: Console) -> int:
     _, todo = puller.survey()
     for line in plan_lines(todo):
-        print(line, file=out)
+        console.say(line)
     new = sum(1 for download in todo.downloads if download.change is Change.NEW)
-    print(
+    console.say(
         f"would pull {new} new, {len(todo.downloads) - new} updated ({human_bytes(todo.bytes_to_download)}); "
-        f"{len(todo.unchanged)} unchanged",
-        file=out,
+        f"{len(todo.unchanged)} unchanged"
     )
     return Status.OK
 
 
-def watch(
-    puller: Puller,
-    interval: float,
-    rounds: int | None,
-    out: TextIO,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Pull every `interval` seconds; print a line for the first round and for each round that changed something.
+class Rounds:
+    """--watch: a line for the first round and for each round that changed something.
 
-    A round that cannot list the bucket (network, throttling) is reported and
-    the watch goes on; bad input or missing credentials end it (exit 3), and
-    Ctrl-C or SIGTERM end it as they end any command (exit 130 or 143).
+    A round that cannot list the bucket (network, throttling) is reported and the watch goes on; bad input or
+    missing credentials end it (exit 3).
     """
-    status = Status.OK
-    completed = 0
-    while rounds is None or completed < rounds:
-        started = time.monotonic()
-        now = datetime.now(timezone.utc)
+
+    def __init__(self, puller: Puller, console: Console) -> None:
+        self.puller = puller
+        self.console = console
+        self.reported = 0
+
+    def pull(self) -> RoundResult | SourceUnavailable:
         try:
-            result = puller.pull(Quiet())
+            return self.puller.pull(Quiet())
         except SourceUnavailable as error:
-            print(f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')} {error}", file=out, flush=True)
-            status = Status.WARNING
-        else:
-            if completed == 0 or result.changed:
-                print(watch_line(now, result), file=out, flush=True)
-                for line in failure_lines(result.failed):
-                    print(line, file=out, flush=True)
-            status = Status.WARNING if result.failed else Status.OK
-        completed += 1
-        if rounds is None or completed < rounds:
-            sleep(max(0.0, interval - (time.monotonic() - started)))
-    return status
+            return error
+
+    def report(self, outcome: RoundResult | SourceUnavailable) -> Status:
+        now = datetime.now(timezone.utc)
+        first, self.reported = self.reported == 0, self.reported + 1
+        if isinstance(outcome, SourceUnavailable):
+            self.console.say(f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')} {outcome}")
+            return Status.WARNING
+        if first or outcome.changed:
+            self.console.say(watch_line(now, outcome))
+            for line in failure_lines(outcome.failed):
+                self.console.say(line)
+        return Status.WARNING if outcome.failed else Status.OK
 
 
 def _reporter_for(out: TextIO) -> Reporter:

@@ -13,11 +13,11 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
+from healthcheck import aws
 from healthcheck.contract import BUCKET_VARIABLE, POSTMORTEM_PREFIX, is_instance_id
-from healthcheck.errors import UsageError, no_aws_credentials
+from healthcheck.errors import UsageError
 from healthcheck.pull.plan import RemoteObject
 
 if TYPE_CHECKING:
@@ -127,67 +127,25 @@ def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[RemoteObje
 
 def _pages(client: S3Client, bucket: str, prefix: str) -> list[ListObjectsV2OutputTypeDef]:
     """Every page of ListObjectsV2, with S3's refusals turned into one line for the user."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     paginator = client.get_paginator("list_objects_v2")
     try:
-        return list(paginator.paginate(Bucket=bucket, Prefix=prefix))
-    except NoCredentialsError:
-        raise no_aws_credentials(f"to list s3://{bucket}") from None
+        with aws.refusals_as_usage(f"to list s3://{bucket}/{prefix}"):
+            return list(paginator.paginate(Bucket=bucket, Prefix=prefix))
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        if code == "NoSuchBucket":
+        if aws.error_code(error) == "NoSuchBucket":
             raise UsageError(f"bucket {bucket!r} does not exist: check --bucket or {BUCKET_VARIABLE}") from None
-        if code in _REFUSALS:
-            raise UsageError(
-                f"S3 refused to list s3://{bucket}/{prefix} ({code}): check your AWS credentials"
-            ) from None
         raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
     except BotoCoreError as error:
         raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
 
 
-_REFUSALS = frozenset(
-    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
-)
+def make_client(parallel: int, region: str | None = None) -> S3Client:
+    """An S3 client with bounded calls and a connection for every concurrent request.
 
-
-def make_client(parallel: int) -> S3Client:
-    """An S3 client with bounded calls and a connection for every concurrent request; no credentials is bad input.
-
-    botocore's own session, not boto3's: importing boto3 also imports
-    s3transfer, which a pull with nothing to download never needs.
+    botocore retries throttling and 5xx itself, tenacity what is left. Listing may run beside the downloads,
+    hence one more connection than the transfers use.
     """
-    import botocore.session
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError
-
-    try:
-        session = botocore.session.Session()
-        # A listing of 1,000 objects spends most of its parsing in dateutil, one LastModified at a time; the
-        # AWS CLI swaps the parser the same way (awscli/customizations/scalarparse.py).
-        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
-        credentials = session.get_credentials()
-    except BotoCoreError as error:  # a profile that does not exist, a broken config file
-        raise UsageError(f"AWS configuration: {error}") from None
-    if credentials is None:
-        raise no_aws_credentials("to read the results bucket")
-    # Every request is bounded; botocore retries throttling and 5xx itself, tenacity what is left. Listing
-    # may run beside the downloads, hence one more connection than the transfers use.
-    config = Config(
-        connect_timeout=10,
-        read_timeout=60,
-        retries={"max_attempts": 5, "mode": "standard"},
-        max_pool_connections=parallel + 1,
-    )
-    return cast("S3Client", session.create_client("s3", config=config))
-
-
-def parse_timestamp(value: str) -> datetime:
-    """S3's XML timestamps (2026-11-29T10:49:55.000Z) by the standard library; anything else as botocore would."""
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
-        import botocore.utils
-
-        return botocore.utils.parse_timestamp(value)
+    limits = aws.Limits(connect_s=10, read_s=60, attempts=5, pool=parallel + 1)
+    return cast("S3Client", aws.client("s3", purpose="to read the results bucket", region=region, limits=limits))

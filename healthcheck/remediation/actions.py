@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from healthcheck import contract
-from healthcheck.remediation.events import AlarmEvent, relook_payload
+from healthcheck import aws, contract
+from healthcheck.remediation.events import AlarmEvent, Trigger, relook_payload
 from healthcheck.remediation.policy import (
     Action,
     Decision,
@@ -48,19 +48,19 @@ Clock = Callable[[], datetime]
 
 
 class Clients:
-    """boto3 clients, made on first use (so importing this costs nothing), or injected by tests."""
+    """AWS clients, each bounded by `limits` and made on first use (so importing this costs nothing), or injected
+    by tests."""
 
-    def __init__(self, region: str | None = None, **injected: Any) -> None:
+    def __init__(self, region: str | None = None, limits: aws.Limits = aws.COMMAND_LIMITS, **injected: Any) -> None:
         self._region = region
+        self._limits = limits
         self._injected = injected
 
     def _client(self, service: str) -> Any:
-        if service in self._injected:
-            return self._injected[service]
-        import boto3
-
-        # `service` is one of the properties below.
-        self._injected[service] = boto3.client(service, region_name=self._region)  # type: ignore[call-overload]
+        if service not in self._injected:
+            self._injected[service] = aws.client(
+                service, purpose="to recover the instance", region=self._region, limits=self._limits
+            )
         return self._injected[service]
 
     @property
@@ -130,7 +130,7 @@ class Remediator:
         )
 
     def handle_alarm(self, event: AlarmEvent, *, force: bool = False, dry_run: bool = False) -> Outcome:
-        """Decide, and unless dry_run, carry the decision out."""
+        """Decide what an alarm asks for, and unless dry_run, carry the decision out."""
         now = self.clock()
         changed = f"{event.changed_at}|look {event.look_at}" if event.is_relook else event.changed_at
         event_fingerprint = fingerprint(event.alarm_name, changed)
@@ -138,13 +138,33 @@ class Remediator:
             self._forget_schedule(event.schedule)
             if not self._still_in_alarm(event.alarm_name):
                 decision = Decision(Verdict.SKIP_RECOVERED, f"{event.alarm_name} is no longer in ALARM: nothing to do")
-                return Outcome(event.instance_id, event, decision, event_fingerprint, _stamp(now))
-        facts = self.facts(event.instance_id)
+                return Outcome(event.instance_id, event.trigger, decision, event_fingerprint, _stamp(now))
         answering = is_agent_heartbeat(event.alarm_name) and self._ssh_answers(event.instance_id, now)
-        decision = decide(facts, event_fingerprint, now, self.settings, force=force, ssh_answering=answering)
+        return self._act(event.trigger, event_fingerprint, now, force=force, dry_run=dry_run, ssh_answering=answering)
+
+    def remediate(
+        self, instance_id: str, reason: str, *, requested_by: str, force: bool = False, dry_run: bool = False
+    ) -> Outcome:
+        """A person's request (`trainguard reboot`): the same rules and sequence as an alarm's, but no look again."""
+        now = self.clock()
+        trigger = Trigger(f"a reboot requested by {requested_by}", instance_id, _stamp(now), reason)
+        return self._act(trigger, fingerprint(trigger.name, trigger.at), now, force=force, dry_run=dry_run)
+
+    def _act(
+        self,
+        trigger: Trigger,
+        event_fingerprint: str,
+        now: datetime,
+        *,
+        force: bool,
+        dry_run: bool,
+        ssh_answering: bool = False,
+    ) -> Outcome:
+        facts = self.facts(trigger.instance_id)
+        decision = decide(facts, event_fingerprint, now, self.settings, force=force, ssh_answering=ssh_answering)
         outcome = Outcome(
-            instance_id=event.instance_id,
-            event=event,
+            instance_id=trigger.instance_id,
+            trigger=trigger,
             decision=decision,
             fingerprint=event_fingerprint,
             at=_stamp(now),
@@ -246,13 +266,13 @@ class Remediator:
         def create() -> str:
             response = self.clients.ec2.create_snapshots(
                 InstanceSpecification={"InstanceId": outcome.instance_id, "ExcludeBootVolume": False},
-                Description=f"trainguard: before recovering {outcome.instance_id} ({outcome.event.alarm_name})",
+                Description=f"trainguard: before recovering {outcome.instance_id} ({outcome.trigger.name})",
                 CopyTagsFromSource="volume",
                 TagSpecifications=[
                     {
                         "ResourceType": "snapshot",
                         "Tags": [
-                            {"Key": contract.SNAPSHOT_ALARM_TAG_KEY, "Value": outcome.event.alarm_name[:256]},
+                            {"Key": contract.SNAPSHOT_ALARM_TAG_KEY, "Value": outcome.trigger.name[:256]},
                             {"Key": contract.SNAPSHOT_REASON_TAG_KEY, "Value": outcome.decision.reason[:256]},
                             {"Key": contract.SNAPSHOT_INSTANCE_TAG_KEY, "Value": outcome.instance_id},
                         ],
@@ -319,7 +339,7 @@ class Remediator:
                 try:
                     self.clients.ssm.put_parameter(
                         Name=name,
-                        Value=json.dumps({"alarm": outcome.event.alarm_name, "at": int(now.timestamp())}),
+                        Value=json.dumps({"alarm": outcome.trigger.name, "at": int(now.timestamp())}),
                         Type="String",
                         Overwrite=False,
                         Description=f"trainguard: claims the next remediation of {outcome.instance_id}",
@@ -353,11 +373,12 @@ class Remediator:
     def _look_again(self, outcome: Outcome, facts: InstanceFacts, now: datetime, steps: list[Step]) -> None:
         """Arrange a one-time schedule that brings the original alarm back when the grace period ends."""
         at = relook_at(facts, outcome.decision, now, self.settings)
-        if at is None or not self.settings.relooks:  # the CLI has no function to invoke again
+        event = outcome.trigger.alarm
+        # Only an alarm is looked at again, and only by the function (the CLI has no function to invoke).
+        if at is None or event is None or not self.settings.relooks:
             return
         from botocore.exceptions import ClientError
 
-        event = outcome.event
         name = schedule_name(event.instance_id, event.alarm_name, at)
 
         def create() -> str:
@@ -456,9 +477,8 @@ def _decision_json(outcome: Outcome) -> str:
     return json.dumps(
         {
             "instance_id": outcome.instance_id,
-            "alarm": outcome.event.alarm_name,
-            "alarm_state": outcome.event.state,
-            "alarm_changed_at": outcome.event.changed_at,
+            "trigger": outcome.trigger.summary,
+            "reason_given": outcome.trigger.reason,
             "decision": outcome.decision.verdict.name,
             "reason": outcome.decision.reason,
             "at": outcome.at,

@@ -10,17 +10,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import sys
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any
 
-from healthcheck import contract
+from healthcheck import aws, contract
 from healthcheck.arguments import instance_id
-from healthcheck.errors import UsageError, aws_setup_as_usage
+from healthcheck.console import Console
+from healthcheck.errors import UsageError
 from healthcheck.remediation.actions import Clients, InstanceNotFound, Remediator
-from healthcheck.remediation.events import AlarmEvent
 from healthcheck.remediation.policy import RemediationConfigError, RemediationSettings, Verdict
 from healthcheck.remediation.report import Outcome, Step
 from healthcheck.status import Status
@@ -48,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     reboot.set_defaults(run=run_reboot)
 
 
-def run_reboot(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin) -> int:
+def run_reboot(args: argparse.Namespace, console: Console) -> int:
     try:
         settings = RemediationSettings.from_environment(os.environ)
     except RemediationConfigError as error:
@@ -56,28 +53,31 @@ def run_reboot(args: argparse.Namespace, out: TextIO, stdin: TextIO = sys.stdin)
     settings = replace(settings, bucket=args.bucket or settings.bucket, topic_arn=args.topic_arn or settings.topic_arn)
 
     def show(step: Step) -> None:
-        print(f"  {step.name:<15} {step.status:<7} {step.detail}", file=out, flush=True)
+        console.say(f"  {step.name:<15} {step.status:<7} {step.detail}")
 
     remediator = Remediator(settings, Clients(region=args.region), on_step=show)
-    event = AlarmEvent(
-        alarm_name=f"manual reboot by {getpass.getuser()}",
-        state="ALARM",
-        instance_id=args.instance_id,
-        changed_at=datetime.now(timezone.utc).isoformat(),
-        reason=args.reason,
-    )
-    plan = _aws_errors_as_usage(lambda: remediator.handle_alarm(event, force=args.force, dry_run=True))
-    print(f"{args.instance_id}: {plan.decision.verdict.value}: {plan.decision.reason}", file=out)
+
+    def remediate(dry_run: bool) -> Outcome:
+        try:
+            with aws.refusals_as_usage(f"to reboot {args.instance_id}"):
+                return remediator.remediate(
+                    args.instance_id, args.reason, requested_by=getpass.getuser(), force=args.force, dry_run=dry_run
+                )
+        except InstanceNotFound as error:
+            raise UsageError(f"unknown instance id {error}: check the id and the region (--region)") from None
+
+    plan = remediate(dry_run=True)
+    console.say(f"{args.instance_id}: {plan.decision.verdict.value}: {plan.decision.reason}")
     if not plan.decision.verdict.acts and plan.decision.verdict is not Verdict.GIVE_UP:
         return Status.WARNING
     if args.dry_run:
-        print(_plan_text(plan, settings), file=out)
+        console.say(_plan_text(plan, settings))
         return Status.OK if plan.decision.verdict.acts else Status.CRITICAL
-    if not args.yes and not _confirmed(args.instance_id, plan, out, stdin):
-        print("Nothing done.", file=out)
+    action = f"{plan.decision.verdict.value} {args.instance_id}"
+    if not args.yes and not console.confirm(f"{action}?", f"pass --yes to {action}"):
+        console.say("Nothing done.")
         return Status.WARNING
-    outcome = _aws_errors_as_usage(lambda: remediator.handle_alarm(event, force=args.force))
-    return _exit_status(outcome)
+    return _exit_status(remediate(dry_run=False))
 
 
 def _plan_text(plan: Outcome, settings: RemediationSettings) -> str:
@@ -96,15 +96,6 @@ def _plan_text(plan: Outcome, settings: RemediationSettings) -> str:
     )
 
 
-def _confirmed(instance_id: str, plan: Outcome, out: TextIO, stdin: TextIO) -> bool:
-    if not stdin.isatty():
-        raise UsageError(
-            f"not asking on a non-interactive input: pass --yes to {plan.decision.verdict.value} {instance_id}"
-        )
-    print(f"{plan.decision.verdict.value} {instance_id}? [y/N] ", end="", file=out, flush=True)
-    return stdin.readline().strip().lower() in ("y", "yes")
-
-
 def _exit_status(outcome: Outcome) -> int:
     if outcome.decision.verdict is Verdict.GIVE_UP:
         return Status.CRITICAL
@@ -114,12 +105,3 @@ def _exit_status(outcome: Outcome) -> int:
     if failed & set(RECOVERY_STEPS):
         return Status.CRITICAL
     return Status.WARNING if failed else Status.OK
-
-
-def _aws_errors_as_usage(call: Callable[[], Outcome]) -> Outcome:
-    """AWS setup problems and an unknown instance, reported as bad input in one line."""
-    try:
-        with aws_setup_as_usage("to reboot the instance", "to find the instance in"):
-            return call()
-    except InstanceNotFound as error:
-        raise UsageError(f"unknown instance id {error}: check the id and the region (--region)") from None

@@ -42,6 +42,27 @@ class AlarmEvent:
     def is_relook(self) -> bool:
         return bool(self.look_at)
 
+    @property
+    def trigger(self) -> Trigger:
+        return Trigger(self.alarm_name, self.instance_id, self.changed_at, self.reason, alarm=self)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What asked for a remediation: an alarm that changed state, or a person (`trainguard reboot`)."""
+
+    name: str  # the alarm's name, or who asked
+    instance_id: str
+    at: str  # when the alarm changed state, or when the person asked
+    reason: str
+    alarm: AlarmEvent | None = None  # the alarm event itself, which a look again brings back
+
+    @property
+    def summary(self) -> str:
+        if self.alarm is None:
+            return f"{self.name} asked for it at {self.at}"
+        return f"{self.name} went to {self.alarm.state} at {self.at}"
+
 
 def relook_payload(event: AlarmEvent, look_at: str, schedule: str) -> dict[str, Any]:
     """What the one-time schedule sends the function: the original alarm, and when and by what it looks."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from healthcheck.remediation.events import AlarmEvent
+from healthcheck.remediation.events import Trigger
 from healthcheck.remediation.policy import Decision, Verdict
 
 CONSOLE_LINES = 30
@@ -31,7 +31,7 @@ class Outcome:
     """Everything a remediation decided and did, for the email, the log and the CLI."""
 
     instance_id: str
-    event: AlarmEvent
+    trigger: Trigger
     decision: Decision
     fingerprint: str
     at: str
@@ -50,14 +50,14 @@ def subject(outcome: Outcome) -> str:
         Verdict.GIVE_UP: "NOT rebooting (budget spent)",
         Verdict.SKIP_SSH_ANSWERS: "NOT rebooting (agent silent, SSH answers)",
     }.get(outcome.decision.verdict, outcome.decision.verdict.value)
-    return f"trainguard: {verb} {outcome.instance_id} after {outcome.event.alarm_name}"[:MAX_SUBJECT]
+    return f"trainguard: {verb} {outcome.instance_id} after {outcome.trigger.name}"[:MAX_SUBJECT]
 
 
 def body(outcome: Outcome) -> str:
     iid = outcome.instance_id
     lines = [
-        f"What fired: {outcome.event.alarm_name} went to {outcome.event.state} at {outcome.event.changed_at}.",
-        f"Why: {outcome.event.reason or 'no reason given'}",
+        f"What fired: {outcome.trigger.summary}.",
+        f"Why: {outcome.trigger.reason or 'no reason given'}",
         "",
         f"What trainguard decided: {outcome.decision.verdict.value}: {outcome.decision.reason}.",
         "What trainguard did:",
@@ -104,8 +104,8 @@ def log_line(outcome: Outcome) -> str:
         {
             "event": "trainguard.remediation",
             "instance_id": outcome.instance_id,
-            "alarm": outcome.event.alarm_name,
-            "alarm_state": outcome.event.state,
+            "alarm": outcome.trigger.name,
+            "alarm_state": outcome.trigger.alarm.state if outcome.trigger.alarm else None,
             "fingerprint": outcome.fingerprint,
             "decision": outcome.decision.verdict.name,
             "reason": outcome.decision.reason,

@@ -94,7 +94,7 @@ def test_the_handler_reboots_the_vm_through_moto_and_keeps_its_serial_console(aw
     reboots: list[float] = []
     ec2 = aws.client("ec2")
     recovery.wire_ec2_to_vm(ec2, cast(Vm, vm), reboots.append)
-    clients = Clients(aws.region, ec2=ec2, s3=aws.client("s3"), sns=aws.client("sns"))
+    clients = Clients(aws.region, ec2=ec2, **{name: aws.client(name) for name in ("s3", "sns", "ssm", "cloudwatch")})
     event = recovery.alarm_event(RULE, instance_id, datetime.now(timezone.utc))
 
     answer: dict[str, Any] = auto_reboot.handler(event, None, Remediator(settings, clients))

@@ -42,26 +42,45 @@ def test_without_a_command_every_command_is_there_for_the_top_level_help() -> No
 
 
 REMEDY = "run `aws configure` or `aws sso login`, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-
-
-@pytest.mark.parametrize(
+EVERY_AWS_COMMAND = pytest.mark.parametrize(
     "argv",
     [
-        ["probe", "i-0123456789abcdef0", "--region", "eu-west-1"],
-        ["reboot", "i-0123456789abcdef0", "--yes", "--region", "eu-west-1"],
+        ["probe", "i-0123456789abcdef0"],
+        ["reboot", "i-0123456789abcdef0", "--yes"],
         ["pull", "--bucket", "trainguard-results-test", "DEST"],
-        ["drill", "i-0123456789abcdef0", "--yes", "--region", "eu-west-1"],
+        ["drill", "i-0123456789abcdef0", "--yes"],
     ],
     ids=lambda argv: argv[0],
 )
+
+
+@EVERY_AWS_COMMAND
 def test_every_command_says_no_credentials_in_one_line_with_the_same_remedy(
     argv: list[str], tmp_path: Path, run_cli: Callable[..., Run]
 ) -> None:
     argv = [str(tmp_path / "pulled") if word == "DEST" else word for word in argv]
 
+    ran = run_cli(*argv, "--region", "eu-west-1")
+
+    assert ran.code == 3
+    assert ran.stderr.startswith("healthcheck: error: no AWS credentials to ")
+    assert ran.stderr.endswith(f": {REMEDY}\n")
+    assert ran.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["probe", "i-0123456789abcdef0"], ["reboot", "i-0123456789abcdef0", "--yes"], ["drill", "i-0123456789abcdef0"]],
+    ids=lambda argv: argv[0],
+)
+def test_every_command_says_no_region_in_one_line_naming_the_three_ways_to_give_one(
+    argv: list[str], run_cli: Callable[..., Run], aws_credentials: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+
     ran = run_cli(*argv)
 
     assert ran.code == 3
-    assert ran.stderr.startswith("healthcheck: error: no AWS credentials ")
-    assert ran.stderr.endswith(f": {REMEDY}\n")
+    assert ran.stderr.startswith("healthcheck: error: no AWS region to ")
+    assert ran.stderr.endswith(": pass --region, or set AWS_REGION or AWS_DEFAULT_REGION\n")
     assert ran.stderr.count("\n") == 1

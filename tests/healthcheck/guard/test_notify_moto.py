@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,31 +18,12 @@ REGION = "eu-west-1"
 pytestmark = pytest.mark.skipif(not shutil.which("aws"), reason="no AWS CLI on PATH (the instances have v1)")
 
 
-@pytest.fixture
-def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server_module = pytest.importorskip("moto.server", reason="moto[server] not installed")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,  # honoured by botocore >= 1.31, so by AWS CLI v1 too
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
-def test_email_and_metric_reach_sns_and_cloudwatch(moto_endpoint: str, tmp_path: Path) -> None:
+def test_email_and_metric_reach_sns_and_cloudwatch(moto_server: str, tmp_path: Path) -> None:
     import boto3
 
-    sns = boto3.client("sns", region_name=REGION, endpoint_url=moto_endpoint)
-    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint)
-    cloudwatch = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_endpoint)
+    sns = boto3.client("sns", region_name=REGION, endpoint_url=moto_server)
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server)
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_server)
     topic_arn = sns.create_topic(Name="trainguard-alerts")["TopicArn"]
     queue_url = sqs.create_queue(QueueName="inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -4,122 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from healthcheck import contract
 from healthcheck.lambdas.auto_reboot import handler
-from healthcheck.remediation.actions import Clients, Remediator
+from healthcheck.remediation.actions import Remediator
 from healthcheck.remediation.events import AlarmEvent, relook_payload
-from healthcheck.remediation.policy import RemediationSettings
-
-REGION = "eu-west-1"
-ALARM = "trainguard-i-x-instance-status"
-COUNTING = threading.Lock()
-
-
-@dataclass
-class World:
-    """A moto account with one managed instance (root + data volume), a bucket and a topic read by a queue."""
-
-    ec2: Any
-    s3: Any
-    sns: Any
-    sqs: Any
-    ssm: Any
-    scheduler: Any
-    cloudwatch: Any
-    instance_id: str
-    bucket: str
-    topic_arn: str
-    queue_url: str
-    now: datetime
-    calls: dict[str, int] = field(default_factory=dict)
-
-    def remediator(self, **settings: Any) -> Remediator:
-        settings.setdefault("bucket", self.bucket)
-        return Remediator(
-            RemediationSettings(topic_arn=self.topic_arn, **settings),
-            Clients(
-                ec2=self.ec2,
-                s3=self.s3,
-                sns=self.sns,
-                ssm=self.ssm,
-                scheduler=self.scheduler,
-                cloudwatch=self.cloudwatch,
-            ),
-            clock=lambda: self.now,
-        )
-
-    def tags(self) -> dict[str, str]:
-        instance = self.ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"][0]["Instances"][0]
-        return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
-
-    def state(self) -> str:
-        instance = self.ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"][0]["Instances"][0]
-        return str(instance["State"]["Name"])
-
-    def emails(self) -> list[dict[str, str]]:
-        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        return [json.loads(message["Body"]) for message in messages]
-
-    def count(self, operation: str) -> None:
-        """Count calls of an EC2 operation on the real (moto) client, through botocore's event hooks."""
-
-        def seen(**_: Any) -> None:
-            with COUNTING:  # deliveries may run in threads
-                self.calls[operation] = self.calls.get(operation, 0) + 1
-
-        self.ec2.meta.events.register(f"before-call.ec2.{operation}", seen)
-
-
-@pytest.fixture
-def world(aws_credentials: str) -> Iterator[World]:
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
-        s3 = boto3.client("s3", region_name=REGION)
-        sns = boto3.client("sns", region_name=REGION)
-        sqs = boto3.client("sqs", region_name=REGION)
-        ssm = boto3.client("ssm", region_name=REGION)
-        scheduler = boto3.client("scheduler", region_name=REGION)
-        cloudwatch = boto3.client("cloudwatch", region_name=REGION)
-        instance = ec2.run_instances(
-            ImageId="ami-0123456789abcdef0",  # moto runs instances from any image id
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t3.micro",
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "trainguard:managed", "Value": "true"}]}],
-        )["Instances"][0]
-        volume = ec2.create_volume(Size=200, AvailabilityZone=instance["Placement"]["AvailabilityZone"])
-        ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device="/dev/sdf")
-        s3.create_bucket(Bucket="results", CreateBucketConfiguration={"LocationConstraint": REGION})
-        topic_arn = sns.create_topic(Name="alerts")["TopicArn"]
-        queue_url = sqs.create_queue(QueueName="inbox")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        yield World(
-            ec2,
-            s3,
-            sns,
-            sqs,
-            ssm,
-            scheduler,
-            cloudwatch,
-            instance["InstanceId"],
-            "results",
-            topic_arn,
-            queue_url,
-            now=instance["LaunchTime"] + timedelta(hours=2),
-        )
+from tests.healthcheck.conftest import ALARM, REGION, World
 
 
 def lambda_action(
@@ -402,7 +299,7 @@ def test_handler_reads_its_settings_from_the_environment(world: World, monkeypat
     assert len(world.emails()) == 1
 
 
-# --- Item 12: the budget holds ---------------------------------------------------------------------------------
+# --- The budget holds ------------------------------------------------------------------------------------------
 
 
 def test_the_budget_holds_with_alarms_eleven_minutes_apart_for_two_hours(world: World) -> None:
@@ -424,7 +321,7 @@ def test_the_budget_holds_with_alarms_eleven_minutes_apart_for_two_hours(world: 
     assert len(gave_up) == 1  # once, not on every alarm after
 
 
-# --- Item 13: one remediation per instance at a time ----------------------------------------------------------
+# --- One remediation per instance at a time -------------------------------------------------------------------
 
 
 def _together(world: World, remediator: Remediator, events: list[dict[str, Any]]) -> list[str]:
@@ -528,7 +425,7 @@ def test_a_claim_whose_holder_never_recorded_is_stepped_over_after_a_grace_perio
     assert summary["handled"][0]["decision"] == decision
 
 
-# --- Item 14: unmanaged instances are never touched -----------------------------------------------------------
+# --- Unmanaged instances are never touched --------------------------------------------------------------------
 
 
 def test_a_stopped_unmanaged_instance_is_never_started_even_with_a_forged_history(world: World) -> None:
@@ -548,7 +445,7 @@ def test_a_stopped_unmanaged_instance_is_never_started_even_with_a_forged_histor
     assert world.calls == {}
 
 
-# --- Item 15: never raise ------------------------------------------------------------------------------------
+# --- Never raise ---------------------------------------------------------------------------------------------
 
 NOT_IDS = [12345, None, True, 1.5, {"id": "i-0123456789abcdef0"}, ["i-0123456789abcdef0"], "i-xyz", "", "i-1\n"]
 
@@ -704,7 +601,7 @@ def test_fuzzed_events_never_raise_and_never_remediate_twice_in_a_grace_period(w
     assert {"REBOOT", "SKIP_BOOT_GRACE", "IGNORE"} <= seen  # the fuzz reached the decisions, not only the parser
 
 
-# --- Item 16: an alarm that stays in ALARM is acted on again ----------------------------------------------------
+# --- An alarm that stays in ALARM is acted on again -------------------------------------------------------------
 
 RELOOK_GROUP = "trainguard-relooks"
 RELOOK_ROLE = "arn:aws:iam::123456789012:role/trainguard-relook"
@@ -816,7 +713,7 @@ def test_a_look_delivered_twice_acts_once(world: World) -> None:
     assert world.calls == {"RebootInstances": 1}
 
 
-# --- Item 17: agent silence alone does not reboot a host that answers SSH --------------------------------------
+# --- Agent silence alone does not reboot a host that answers SSH -----------------------------------------------
 
 HEARTBEAT = contract.instance_alarm_name("test", "i-0123456789abcdef0", contract.HEARTBEAT_ALARM_KEY)
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from healthcheck import contract
 from healthcheck.lambdas import ssh_canary
 from healthcheck.lambdas.ssh_canary import Canary, Sample, Target, first_slot, handler, parse_event
 
@@ -213,22 +214,24 @@ def test_unresponsive_rounds_are_published_at_once_and_healthy_ones_together(clo
     assert [[d["Value"] for d in request["MetricData"]] for request in sent] == [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
 
 
-def test_the_client_uses_the_vpc_endpoint_it_is_given(cloudwatch, monkeypatch) -> None:
-    client, _ = cloudwatch
-    made: list[dict[str, Any]] = []
+def test_the_function_publishes_through_the_vpc_endpoint_it_is_given(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside the VPC the public endpoint is unreachable: every sample must go to the endpoint it is given."""
+    # Anything not sent to the given endpoint goes to a loopback port where nothing listens, and fails.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("TRAINGUARD_MONITORING_ENDPOINT", moto_server)
+    monkeypatch.setenv("TRAINGUARD_CANARY_INTERVAL_SECONDS", str(INTERVAL))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    event = {"targets": [_target("i-0123456789abcdef0", port)], "samples": 1}
 
-    def fake_client(service: str, **kwargs: Any) -> Any:
-        made.append({"service": service, **kwargs})
-        return client
+    summary = handler(event, LambdaContext(30))
 
-    monkeypatch.setattr(boto3, "client", fake_client)
-    monkeypatch.setenv("TRAINGUARD_MONITORING_ENDPOINT", "https://vpce-0abc.monitoring.eu-west-1.vpce.amazonaws.com")
-
-    handler({"targets": []}, LambdaContext(30))
-
-    assert made == [
-        {"service": "cloudwatch", "endpoint_url": "https://vpce-0abc.monitoring.eu-west-1.vpce.amazonaws.com"}
-    ]
+    assert summary["rounds"] == [{"i-0123456789abcdef0": False}]
+    published = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_server)
+    assert _values(published, contract.SSH_RESPONSIVE_METRIC, "i-0123456789abcdef0") == [0.0]
 
 
 def test_no_targets_publishes_nothing(cloudwatch) -> None:

@@ -1,19 +1,16 @@
-"""moto's S3 server on 127.0.0.1 (a free port), found by the CLI through AWS_ENDPOINT_URL, and a CLI runner."""
+"""A results bucket in moto's server on 127.0.0.1, found by the CLI through AWS_ENDPOINT_URL, and a CLI runner."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 REPO = Path(__file__).resolve().parents[3]
 BUCKET = "trainguard-results-test"
@@ -35,20 +32,10 @@ class S3:
 
 
 @pytest.fixture
-def s3(aws_credentials: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name=aws_credentials)
+def s3(moto_server: str, aws_credentials: str) -> S3:
+    client = boto3.client("s3", endpoint_url=moto_server, region_name=aws_credentials)
     client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws_credentials})
-    try:
-        yield S3(client, BUCKET, endpoint)
-    finally:
-        # moto's state lives in this process: forget the bucket for the next test.
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
-        server.stop()
+    return S3(client, BUCKET, moto_server)
 
 
 def pull_command(*arguments: str) -> list[str]:

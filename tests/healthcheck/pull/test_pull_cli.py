@@ -334,7 +334,9 @@ def test_a_profile_that_does_not_exist_is_one_line_and_exit_3(tmp_path: Path) ->
     pulled = run_pull("--bucket", BUCKET, str(tmp_path / "results"), env=env)
 
     assert pulled.returncode == 3
-    assert pulled.stderr.startswith("healthcheck: error: AWS configuration: ")
+    assert pulled.stderr.startswith(
+        "healthcheck: error: the AWS configuration cannot be used to read the results bucket: "
+    )
     assert "no-such-profile" in pulled.stderr
     assert len(pulled.stderr.splitlines()) == 1
 

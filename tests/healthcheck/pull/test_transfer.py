@@ -11,8 +11,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
+from healthcheck.aws import parse_timestamp
 from healthcheck.pull.plan import Change, Download, RemoteObject
-from healthcheck.pull.source import parse_timestamp
 from healthcheck.pull.transfer import ATTEMPTS, SMALL_OBJECT_BYTES, Fetcher
 
 from .conftest import BUCKET, INSTANCE_A, S3
