@@ -2,13 +2,13 @@
 
 import pulumi
 
-from infra.settings import LIST_KEYS, NAMESPACE, SCALAR_KEYS, ConfigError, validate
+from infra.settings import KEYS, NAMESPACE, ConfigError, Kind, validate
 from infra.stack import TrainingStack
 
 config = pulumi.Config(NAMESPACE)
-raw = {key: config.get_object(key) for key in LIST_KEYS} | {key: config.get(key) for key in SCALAR_KEYS}
+raw = {key.name: config.get_object(key.name) if key.kind is Kind.LIST else config.get(key.name) for key in KEYS}
 try:
-    settings = validate({key: value for key, value in raw.items() if value is not None})
+    settings = validate({name: value for name, value in raw.items() if value is not None})
 except ConfigError as error:
     raise pulumi.RunError(f"bad trainguard config:\n{error}") from None
 

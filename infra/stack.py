@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from healthcheck import contract
 from infra.alarm_specs import instance_alarms
 from infra.components.alarms import InstanceAlarms
 from infra.components.alerts import AlertTopic
@@ -15,7 +17,7 @@ from infra.components.auto_reboot import AutoReboot
 from infra.components.bundle import InstanceBundle
 from infra.components.canary import SshCanary
 from infra.components.dashboard import StackDashboard
-from infra.components.instance import Placement, TrainingInstance
+from infra.components.instance import Links, Placement, Size, TrainingInstance
 from infra.components.network import SshAccess
 from infra.components.results import ResultsBucket
 from infra.components.snapshots import SnapshotPolicy
@@ -42,7 +44,22 @@ def choose_subnet(candidates: list[str]) -> str:
     return sorted(candidates)[0]
 
 
+@dataclass(frozen=True)
+class Account:
+    """Where the stack is deployed, looked up once: the account, partition and region."""
+
+    account_id: str
+    partition: str
+    region: str
+
+    @classmethod
+    def look_up(cls) -> Account:
+        return cls(aws.get_caller_identity().account_id, aws.get_partition().partition, aws.get_region().region)
+
+
 class TrainingStack(pulumi.ComponentResource):
+    """The alert topic and results bucket, the remediation, the instances with their alarms, the canary."""
+
     instance_ids: list[pulumi.Output[str]]
     public_ips: list[pulumi.Output[str]]
     bucket_name: pulumi.Output[str]
@@ -53,100 +70,31 @@ class TrainingStack(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainguard:index:TrainingStack", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        account_id = aws.get_caller_identity().account_id
-        partition = aws.get_partition().partition
-        region = aws.get_region().region
-        instance_type = aws.ec2.get_instance_type(instance_type=settings.instance_type)
+        self._name, self._settings = name, settings
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._account = Account.look_up()
+        self._instance_type = aws.ec2.get_instance_type(instance_type=settings.instance_type)
+        # Every instance alarm's name starts with this, so one permission covers them all.
+        self._alarm_prefix = contract.stack_alarm_prefix(pulumi.get_stack())
 
         alerts = AlertTopic(
-            f"{name}-alerts", emails=settings.alert_emails, account_id=account_id, partition=partition, opts=child
+            f"{name}-alerts",
+            emails=settings.alert_emails,
+            account_id=self._account.account_id,
+            partition=self._account.partition,
+            opts=self._child,
         )
-        results = ResultsBucket(f"{name}-results", opts=child)
-        # Every instance alarm's name starts with this, so one permission covers them all.
-        alarm_prefix = f"trainguard-{pulumi.get_stack()}-"
-        recovery = AutoReboot(
-            f"{name}-auto-reboot",
-            topic_arn=alerts.topic_arn,
-            topic_key_arn=alerts.key_arn,
-            bucket_name=results.bucket_name,
-            bucket_arn=results.bucket_arn,
-            region=region,
-            partition=partition,
-            account_id=account_id,
-            alarm_name_prefix=alarm_prefix,
-            opts=child,
-        )
-        SnapshotPolicy(
-            f"{name}-snapshots",
-            interval_hours=settings.snapshot_interval_hours,
-            retain_count=settings.snapshot_retain_count,
-            region=region,
-            partition=partition,
-            opts=child,
-        )
-
+        results = ResultsBucket(f"{name}-results", opts=self._child)
+        recovery = self._remediation(alerts, results)
         subnet = aws.ec2.get_subnet(id=settings.subnet_id or self._default_subnet(settings.instance_type))
-        ssh = SshAccess(f"{name}-ssh", vpc_id=subnet.vpc_id, allowed_cidrs=settings.ssh_allowed_cidrs, opts=child)
-        key_name: pulumi.Input[str] | None = settings.key_name
-        if settings.ssh_public_key is not None:
-            key_name = aws.ec2.KeyPair(f"{name}-key", public_key=settings.ssh_public_key, opts=child).key_name
-        bundle = InstanceBundle(f"{name}-bundle", bucket_name=results.bucket_name, opts=child)
-        placement = Placement(
-            ami_id=settings.ami_id or self._deep_learning_ami(instance_type.supported_architectures),
-            subnet_id=subnet.id,
-            availability_zone=subnet.availability_zone,
-            security_group_id=ssh.security_group_id,
-            key_name=key_name,
-            region=region,
-            bundle_version=bundle.version,
-            bundle_upload=bundle.upload,
-        )
-
-        specs = instance_alarms(settings, can_recover=bool(instance_type.auto_recovery_supported))
-        nodes = []
-        for index in range(settings.instance_count):
-            node = TrainingInstance(
-                f"{name}-node-{index}",
-                instance_type=settings.instance_type,
-                root_volume_gib=settings.root_volume_gib,
-                data_volume_gib=settings.data_volume_gib,
-                placement=placement,
-                bucket_name=results.bucket_name,
-                bucket_arn=results.bucket_arn,
-                topic_arn=alerts.topic_arn,
-                topic_key_arn=alerts.key_arn,
-                partition=partition,
-                opts=child,
-            )
-            InstanceAlarms(
-                f"{name}-node-{index}-alarms",
-                instance_id=node.instance_id,
-                name_prefix=alarm_prefix,
-                specs=specs,
-                topic_arn=alerts.topic_arn,
-                bucket_name=results.bucket_name,
-                region=region,
-                partition=partition,
-                auto_reboot_arn=recovery.function_arn,
-                opts=child,
-            )
-            nodes.append(node)
-        SshCanary(
-            f"{name}-canary",
-            vpc_id=subnet.vpc_id,
-            subnet_id=subnet.id,
-            instance_security_group_id=ssh.security_group_id,
-            targets=[(node.instance_id, node.private_ip) for node in nodes],
-            detection=settings.detection,
-            topic_arn=alerts.topic_arn,
-            region=region,
-            partition=partition,
-            account_id=account_id,
-            opts=child,
-        )
+        ssh = SshAccess(f"{name}-ssh", vpc_id=subnet.vpc_id, allowed_cidrs=settings.ssh_allowed_cidrs, opts=self._child)
+        nodes = self._instances(subnet, ssh, alerts, results, recovery)
+        self._canary(subnet, ssh, nodes, alerts)
         dashboard = StackDashboard(
-            f"{name}-dashboard", instance_ids=[node.instance_id for node in nodes], region=region, opts=child
+            f"{name}-dashboard",
+            instance_ids=[node.instance_id for node in nodes],
+            region=self._account.region,
+            opts=self._child,
         )
 
         self.instance_ids = [node.instance_id for node in nodes]
@@ -155,7 +103,7 @@ class TrainingStack(pulumi.ComponentResource):
         self.topic_arn = alerts.topic_arn
         self.dashboard_url = dashboard.url
         self.detection_budget_seconds = detection_budget(settings.detection)
-        gpus = sum(int(gpu.count) for gpu in instance_type.gpuses or [])
+        gpus = sum(int(gpu.count) for gpu in self._instance_type.gpuses or [])
         self.monitoring_cost_usd_month = monitoring_cost_usd_month(settings.instance_count, gpus, settings.detection)
         self.register_outputs(
             {
@@ -165,6 +113,96 @@ class TrainingStack(pulumi.ComponentResource):
                 "topic_arn": self.topic_arn,
                 "dashboard_url": self.dashboard_url,
             }
+        )
+
+    def _remediation(self, alerts: AlertTopic, results: ResultsBucket) -> AutoReboot:
+        """The auto-reboot function, and the DLM snapshots of the data volumes."""
+        account, settings = self._account, self._settings
+        recovery = AutoReboot(
+            f"{self._name}-auto-reboot",
+            topic_arn=alerts.topic_arn,
+            topic_key_arn=alerts.key_arn,
+            bucket_name=results.bucket_name,
+            bucket_arn=results.bucket_arn,
+            region=account.region,
+            partition=account.partition,
+            account_id=account.account_id,
+            alarm_name_prefix=self._alarm_prefix,
+            opts=self._child,
+        )
+        SnapshotPolicy(
+            f"{self._name}-snapshots",
+            interval_hours=settings.snapshot_interval_hours,
+            retain_count=settings.snapshot_retain_count,
+            region=account.region,
+            partition=account.partition,
+            opts=self._child,
+        )
+        return recovery
+
+    def _instances(
+        self,
+        subnet: aws.ec2.GetSubnetResult,
+        ssh: SshAccess,
+        alerts: AlertTopic,
+        results: ResultsBucket,
+        recovery: AutoReboot,
+    ) -> list[TrainingInstance]:
+        """The instances, each with its alarms, in one subnet behind the SSH security group."""
+        name, settings, account = self._name, self._settings, self._account
+        key_name: pulumi.Input[str] | None = settings.key_name
+        if settings.ssh_public_key is not None:
+            key_name = aws.ec2.KeyPair(f"{name}-key", public_key=settings.ssh_public_key, opts=self._child).key_name
+        bundle = InstanceBundle(f"{name}-bundle", bucket_name=results.bucket_name, opts=self._child)
+        placement = Placement(
+            ami_id=settings.ami_id or self._deep_learning_ami(self._instance_type.supported_architectures),
+            subnet_id=subnet.id,
+            availability_zone=subnet.availability_zone,
+            security_group_id=ssh.security_group_id,
+            key_name=key_name,
+            region=account.region,
+            bundle_version=bundle.version,
+            bundle_upload=bundle.upload,
+        )
+        specs = instance_alarms(settings, can_recover=bool(self._instance_type.auto_recovery_supported))
+        size = Size(settings.instance_type, settings.root_volume_gib, settings.data_volume_gib)
+        links = Links(results.bucket_name, results.bucket_arn, alerts.topic_arn, alerts.key_arn, account.partition)
+        nodes = []
+        for index in range(settings.instance_count):
+            node = TrainingInstance(
+                f"{name}-node-{index}", size=size, placement=placement, links=links, opts=self._child
+            )
+            InstanceAlarms(
+                f"{name}-node-{index}-alarms",
+                instance_id=node.instance_id,
+                stack=pulumi.get_stack(),
+                specs=specs,
+                topic_arn=alerts.topic_arn,
+                bucket_name=results.bucket_name,
+                region=account.region,
+                partition=account.partition,
+                auto_reboot_arn=recovery.function_arn,
+                opts=self._child,
+            )
+            nodes.append(node)
+        return nodes
+
+    def _canary(
+        self, subnet: aws.ec2.GetSubnetResult, ssh: SshAccess, nodes: list[TrainingInstance], alerts: AlertTopic
+    ) -> None:
+        """The SSH canary inside the instances' VPC, which samples each one's sshd."""
+        SshCanary(
+            f"{self._name}-canary",
+            vpc_id=subnet.vpc_id,
+            subnet_id=subnet.id,
+            instance_security_group_id=ssh.security_group_id,
+            targets=[(node.instance_id, node.private_ip) for node in nodes],
+            detection=self._settings.detection,
+            topic_arn=alerts.topic_arn,
+            region=self._account.region,
+            partition=self._account.partition,
+            account_id=self._account.account_id,
+            opts=self._child,
         )
 
     def exports(self) -> dict[str, pulumi.Input[Any]]:

@@ -1,8 +1,8 @@
 """InstanceAlarms: the per-instance alarms of infra.alarm_specs, emailing on ALARM and on OK.
 
-Each is named `<name_prefix><instance id>-<key>`: the auto-reboot function
-grants invocation to that name pattern once (AutoReboot), so its resource
-policy does not grow with the fleet.
+Each is named trainguard-<stack>-<instance id>-<key> (healthcheck.contract):
+the auto-reboot function grants invocation to that name pattern once
+(AutoReboot), so its resource policy does not grow with the fleet.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from healthcheck import contract
 from infra.alarm_specs import AlarmSpec
 
 
@@ -21,7 +22,7 @@ class InstanceAlarms(pulumi.ComponentResource):
         name: str,
         *,
         instance_id: pulumi.Output[str],
-        name_prefix: str,
+        stack: str,
         specs: tuple[AlarmSpec, ...],
         topic_arn: pulumi.Output[str],
         bucket_name: pulumi.Output[str],
@@ -39,7 +40,7 @@ class InstanceAlarms(pulumi.ComponentResource):
                 actions.append(recover_action)
             if spec.invokes_auto_reboot:
                 actions.append(auto_reboot_arn)
-            alarm = self._alarm(name, spec, instance_id, name_prefix, topic_arn, bucket_name, actions)
+            alarm = self._alarm(name, spec, instance_id, stack, topic_arn, bucket_name, actions)
             self.alarm_arns[spec.key] = alarm.arn
         self.register_outputs({"alarm_arns": self.alarm_arns})
 
@@ -48,20 +49,20 @@ class InstanceAlarms(pulumi.ComponentResource):
         name: str,
         spec: AlarmSpec,
         instance_id: pulumi.Output[str],
-        name_prefix: str,
+        stack: str,
         topic_arn: pulumi.Output[str],
         bucket_name: pulumi.Output[str],
         actions: list[pulumi.Input[str]],
     ) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(
             f"{name}-{spec.key}",
-            name=instance_id.apply(lambda iid: f"{name_prefix}{iid}-{spec.key}"),
+            name=instance_id.apply(lambda iid: contract.instance_alarm_name(stack, iid, spec.key)),
             alarm_description=pulumi.Output.all(instance_id, bucket_name).apply(
                 lambda args: spec.describe(args[0], args[1])
             ),
             namespace=spec.namespace,
             metric_name=spec.metric_name,
-            dimensions=instance_id.apply(lambda iid: {"InstanceId": iid, **spec.extra_dimensions}),
+            dimensions=instance_id.apply(lambda iid: {contract.INSTANCE_DIMENSION: iid, **spec.extra_dimensions}),
             statistic=spec.statistic,
             period=spec.period,
             evaluation_periods=spec.evaluation_periods,

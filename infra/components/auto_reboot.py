@@ -31,6 +31,8 @@ MAX_EVENT_AGE_S = 900  # an alarm older than 15 minutes has been superseded by n
 
 
 class AutoReboot(pulumi.ComponentResource):
+    """The function, its looks again (a Scheduler group and the role that invokes it), and what triggers it."""
+
     function_arn: pulumi.Output[str]
 
     def __init__(
@@ -48,9 +50,10 @@ class AutoReboot(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("trainguard:remediation:AutoReboot", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
 
-        relooks = aws.scheduler.ScheduleGroup(f"{name}-relooks", opts=child)
+        relooks = aws.scheduler.ScheduleGroup(f"{name}-relooks", opts=self._child)
         relook_role = aws.iam.Role(
             f"{name}-relook-role",
             description="trainguard: EventBridge Scheduler invokes the auto-reboot function for a look again",
@@ -59,7 +62,7 @@ class AutoReboot(pulumi.ComponentResource):
                     relook_trust(partition=partition, region=region, account_id=account_id, relook_group=group)
                 )
             ),
-            opts=child,
+            opts=self._child,
         )
         function = PackagedFunction(
             name,
@@ -92,13 +95,13 @@ class AutoReboot(pulumi.ComponentResource):
                 contract.RELOOK_GROUP_VARIABLE: relooks.name,
                 contract.RELOOK_ROLE_ARN_VARIABLE: relook_role.arn,
             },
-            opts=child,
+            opts=self._child,
         ).function
         aws.iam.RolePolicy(
             f"{name}-relook-invoke",
             role=relook_role.id,
             policy=function.arn.apply(lambda arn: json.dumps(relook_invoker(arn))),
-            opts=child,
+            opts=self._child,
         )
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-invoke-config",
@@ -106,11 +109,19 @@ class AutoReboot(pulumi.ComponentResource):
             maximum_retry_attempts=RETRIES,
             maximum_event_age_in_seconds=MAX_EVENT_AGE_S,
             destination_config={"on_failure": {"destination": topic_arn}},
-            opts=child,
+            opts=self._child,
         )
+        self._stopped_instances(function)
+        self._alarms_may_invoke(
+            function, f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:", account_id, alarm_name_prefix
+        )
+        self.function_arn = function.arn
+        self.register_outputs({"function_arn": function.arn, "relook_group": relooks.name})
 
+    def _stopped_instances(self, function: aws.lambda_.Function) -> None:
+        """EC2's "stopped" events, so an instance the function stopped for a stop/start is started again."""
         stopped = aws.cloudwatch.EventRule(
-            f"{name}-stopped",
+            f"{self._name}-stopped",
             description="trainguard: EC2 instances that stopped, so a stop/start can finish",
             event_pattern=json.dumps(
                 {
@@ -119,28 +130,30 @@ class AutoReboot(pulumi.ComponentResource):
                     "detail": {"state": ["stopped"]},
                 }
             ),
-            opts=child,
+            opts=self._child,
         )
-        aws.cloudwatch.EventTarget(f"{name}-stopped-target", rule=stopped.name, arn=function.arn, opts=child)
+        aws.cloudwatch.EventTarget(
+            f"{self._name}-stopped-target", rule=stopped.name, arn=function.arn, opts=self._child
+        )
         aws.lambda_.Permission(
-            f"{name}-stopped-permission",
+            f"{self._name}-stopped-permission",
             action="lambda:InvokeFunction",
             function=function.name,
             principal="events.amazonaws.com",
             source_arn=stopped.arn,
-            opts=child,
+            opts=self._child,
         )
 
-        # One grant for every instance alarm of this stack, however many instances there are.
+    def _alarms_may_invoke(
+        self, function: aws.lambda_.Function, alarm_arn_prefix: str, account_id: str, alarm_name_prefix: str
+    ) -> None:
+        """One grant for every instance alarm of this stack, however many instances there are."""
         aws.lambda_.Permission(
-            f"{name}-alarms-permission",
+            f"{self._name}-alarms-permission",
             action="lambda:InvokeFunction",
             function=function.name,
             principal="lambda.alarms.cloudwatch.amazonaws.com",
-            source_arn=f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:{alarm_name_prefix}i-*",
+            source_arn=f"{alarm_arn_prefix}{alarm_name_prefix}i-*",
             source_account=account_id,
-            opts=child,
+            opts=self._child,
         )
-
-        self.function_arn = function.arn
-        self.register_outputs({"function_arn": function.arn, "relook_group": relooks.name})

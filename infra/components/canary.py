@@ -23,6 +23,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from healthcheck import contract
 from infra.components.packaged_function import PackagedFunction
 from infra.detection import Detection
 from infra.policies import ssh_canary
@@ -53,6 +54,8 @@ def schedule_input(targets: list[tuple[str, str]], samples: int) -> str:
 
 
 class SshCanary(pulumi.ComponentResource):
+    """The canary's network (its security group and the CloudWatch endpoint), function, schedule and errors alarm."""
+
     function_name: pulumi.Output[str]
 
     def __init__(
@@ -71,8 +74,42 @@ class SshCanary(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("trainguard:monitoring:SshCanary", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
 
+        canary_group, endpoint = self._network(vpc_id, subnet_id, instance_security_group_id, region)
+        function = PackagedFunction(
+            name,
+            handler=HANDLER,
+            description="trainguard: sample every managed instance's SSH banner and publish it",
+            timeout_s=TIMEOUT_S,
+            memory_mb=MEMORY_MB,
+            log_retention_days=LOG_RETENTION_DAYS,
+            policy=lambda log_group_arn: log_group_arn.apply(
+                lambda arn: json.dumps(
+                    ssh_canary(partition=partition, region=region, account_id=account_id, log_group_arn=arn)
+                )
+            ),
+            environment={
+                contract.CANARY_INTERVAL_VARIABLE: str(detection.canary_interval_s),
+                # The endpoint's regional name comes first in its DNS entries.
+                contract.MONITORING_ENDPOINT_VARIABLE: endpoint.dns_entries.apply(
+                    lambda entries: f"https://{entries[0].dns_name}"
+                ),
+            },
+            vpc=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=[subnet_id], security_group_ids=[canary_group.id]),
+            opts=self._child,
+        ).function
+        self._schedule(function, targets, detection)
+        self._errors_alarm(function, topic_arn)
+        self.function_name = function.name
+        self.register_outputs({"function_name": function.name})
+
+    def _network(
+        self, vpc_id: str, subnet_id: str, instance_security_group_id: pulumi.Output[str], region: str
+    ) -> tuple[aws.ec2.SecurityGroup, aws.ec2.VpcEndpoint]:
+        """The canary's security group, which reaches the instances' port 22 and the CloudWatch endpoint only."""
+        name = self._name
         slow_delete = pulumi.ResourceOptions(
             parent=self, custom_timeouts=pulumi.CustomTimeouts(delete=SECURITY_GROUP_DELETE_TIMEOUT)
         )
@@ -87,7 +124,7 @@ class SshCanary(pulumi.ComponentResource):
             opts=slow_delete,
         )
         for rule, (group, peer, port) in {
-            "to-ssh": (canary_group.id, instance_security_group_id, 22),
+            "to-ssh": (canary_group.id, instance_security_group_id, SSH_PORT),
             "to-endpoints": (canary_group.id, endpoint_group.id, 443),
         }.items():
             aws.vpc.SecurityGroupEgressRule(
@@ -97,10 +134,10 @@ class SshCanary(pulumi.ComponentResource):
                 ip_protocol="tcp",
                 from_port=port,
                 to_port=port,
-                opts=child,
+                opts=self._child,
             )
         for rule, (group, port) in {
-            "ssh-from-canary": (instance_security_group_id, 22),
+            "ssh-from-canary": (instance_security_group_id, SSH_PORT),
             "endpoints-from-canary": (endpoint_group.id, 443),
         }.items():
             aws.vpc.SecurityGroupIngressRule(
@@ -110,7 +147,7 @@ class SshCanary(pulumi.ComponentResource):
                 ip_protocol="tcp",
                 from_port=port,
                 to_port=port,
-                opts=child,
+                opts=self._child,
             )
         endpoint = aws.ec2.VpcEndpoint(
             f"{name}-monitoring-endpoint",
@@ -120,37 +157,26 @@ class SshCanary(pulumi.ComponentResource):
             subnet_ids=[subnet_id],
             security_group_ids=[endpoint_group.id],
             private_dns_enabled=False,
-            opts=child,
+            opts=self._child,
         )
+        return canary_group, endpoint
 
-        function = PackagedFunction(
-            name,
-            handler=HANDLER,
-            description="trainguard: sample every managed instance's SSH banner and publish it",
-            timeout_s=TIMEOUT_S,
-            memory_mb=MEMORY_MB,
-            log_retention_days=LOG_RETENTION_DAYS,
-            policy=lambda log_group_arn: log_group_arn.apply(
-                lambda arn: json.dumps(
-                    ssh_canary(partition=partition, region=region, account_id=account_id, log_group_arn=arn)
-                )
-            ),
-            environment={
-                "TRAINGUARD_CANARY_INTERVAL_SECONDS": str(detection.canary_interval_s),
-                # The endpoint's regional name comes first in its DNS entries.
-                "TRAINGUARD_MONITORING_ENDPOINT": endpoint.dns_entries.apply(
-                    lambda entries: f"https://{entries[0].dns_name}"
-                ),
-            },
-            vpc=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=[subnet_id], security_group_ids=[canary_group.id]),
-            opts=child,
-        ).function
-        # One invocation a minute, no retries: the next minute's run is the retry.
+    def _schedule(
+        self,
+        function: aws.lambda_.Function,
+        targets: list[tuple[pulumi.Output[str], pulumi.Output[str]]],
+        detection: Detection,
+    ) -> None:
+        """One invocation a minute, no retries (the next minute's run is the retry), the targets in its input."""
+        name = self._name
         aws.lambda_.FunctionEventInvokeConfig(
-            f"{name}-invoke-config", function_name=function.name, maximum_retry_attempts=0, opts=child
+            f"{name}-invoke-config", function_name=function.name, maximum_retry_attempts=0, opts=self._child
         )
         schedule = aws.cloudwatch.EventRule(
-            f"{name}-schedule", description="trainguard SSH canary", schedule_expression="rate(1 minute)", opts=child
+            f"{name}-schedule",
+            description="trainguard SSH canary",
+            schedule_expression="rate(1 minute)",
+            opts=self._child,
         )
         aws.cloudwatch.EventTarget(
             f"{name}-schedule-target",
@@ -159,7 +185,7 @@ class SshCanary(pulumi.ComponentResource):
             input=pulumi.Output.all(*(pulumi.Output.all(iid, address) for iid, address in targets)).apply(
                 lambda pairs: schedule_input([(str(p[0]), str(p[1])) for p in pairs], detection.samples_per_minute)
             ),
-            opts=child,
+            opts=self._child,
         )
         aws.lambda_.Permission(
             f"{name}-schedule-permission",
@@ -167,11 +193,14 @@ class SshCanary(pulumi.ComponentResource):
             function=function.name,
             principal="events.amazonaws.com",
             source_arn=schedule.arn,
-            opts=child,
+            opts=self._child,
         )
+
+    def _errors_alarm(self, function: aws.lambda_.Function, topic_arn: pulumi.Output[str]) -> None:
+        """A broken canary emails a person; it is never a reason to reboot anything."""
         aws.cloudwatch.MetricAlarm(
-            f"{name}-errors",
-            name=f"trainguard-{pulumi.get_stack()}-ssh-canary-errors",
+            f"{self._name}-errors",
+            name=f"{contract.stack_alarm_prefix(pulumi.get_stack())}ssh-canary-errors",
             alarm_description=(
                 "trainguard's SSH canary function failed in the last 5 minutes, so SSH freezes may go unnoticed "
                 "until the agent-heartbeat or EC2 status alarms fire. trainguard rebooted nothing: a broken canary "
@@ -190,7 +219,5 @@ class SshCanary(pulumi.ComponentResource):
             treat_missing_data="notBreaching",
             alarm_actions=[topic_arn],
             ok_actions=[topic_arn],
-            opts=child,
+            opts=self._child,
         )
-        self.function_name = function.name
-        self.register_outputs({"function_name": function.name})

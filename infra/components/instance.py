@@ -35,7 +35,27 @@ class Placement:
     bundle_upload: pulumi.Resource
 
 
+@dataclass(frozen=True)
+class Links:
+    """What every instance is wired to: the results bucket, the alert topic and its key, the partition."""
+
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+    topic_arn: pulumi.Output[str]
+    topic_key_arn: pulumi.Output[str]
+    partition: str
+
+
+@dataclass(frozen=True)
+class Size:
+    instance_type: str
+    root_volume_gib: int
+    data_volume_gib: int
+
+
 class TrainingInstance(pulumi.ComponentResource):
+    """One instance: its role, its data volume, the instance, the bundle's association and its permissions."""
+
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     private_ip: pulumi.Output[str]
@@ -45,56 +65,85 @@ class TrainingInstance(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        instance_type: str,
-        root_volume_gib: int,
-        data_volume_gib: int,
+        size: Size,
         placement: Placement,
-        bucket_name: pulumi.Output[str],
-        bucket_arn: pulumi.Output[str],
-        topic_arn: pulumi.Output[str],
-        topic_key_arn: pulumi.Output[str],
-        partition: str,
+        links: Links,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("trainguard:compute:TrainingInstance", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        tags = {"Name": name, contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE}
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._tags = {"Name": name, contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE}
 
+        role, profile = self._role(links.partition)
+        data_volume = self._data_volume(placement, size.data_volume_gib)
+        instance = self._instance(size, placement, links, profile, data_volume)
+        aws.ec2.VolumeAttachment(
+            f"{name}-data-attachment",
+            device_name=DATA_DEVICE,
+            volume_id=data_volume.id,
+            instance_id=instance.id,
+            stop_instance_before_detaching=True,
+            opts=self._child,
+        )
+        self._bundle_association(instance, placement)
+        self._permissions(role, instance, links)
+
+        self.instance_id = instance.id
+        self.public_ip = instance.public_ip
+        self.private_ip = instance.private_ip
+        self.data_volume_id = data_volume.id
+        self.register_outputs(
+            {"instance_id": instance.id, "public_ip": instance.public_ip, "data_volume_id": data_volume.id}
+        )
+
+    def _role(self, partition: str) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
+        """The instance's role, with the CloudWatch agent's and SSM's managed policies."""
+        name = self._name
         role = aws.iam.Role(
             f"{name}-role",
             assume_role_policy=json.dumps(assume_role("ec2.amazonaws.com")),
             description=f"trainguard instance {name}: CloudWatch agent, SSM, its own results prefix, the alert topic",
-            tags=tags,
-            opts=child,
+            tags=self._tags,
+            opts=self._child,
         )
         for suffix, policy in (("agent", "CloudWatchAgentServerPolicy"), ("ssm", "AmazonSSMManagedInstanceCore")):
             aws.iam.RolePolicyAttachment(
                 f"{name}-{suffix}",
                 role=role.name,
                 policy_arn=f"arn:{partition}:iam::aws:policy/{policy}",
-                opts=child,
+                opts=self._child,
             )
-        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
+        return role, aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=self._child)
 
-        # Not deleted with the instance, nor by `pulumi destroy`: it holds the results.
-        data_volume = aws.ebs.Volume(
-            f"{name}-data",
+    def _data_volume(self, placement: Placement, size_gib: int) -> aws.ebs.Volume:
+        """Not deleted with the instance, nor by `pulumi destroy`: it holds the results."""
+        return aws.ebs.Volume(
+            f"{self._name}-data",
             availability_zone=placement.availability_zone,
-            size=data_volume_gib,
+            size=size_gib,
             type="gp3",
             encrypted=True,
             tags={
-                "Name": f"{name}-data",
+                "Name": f"{self._name}-data",
                 contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE,
                 contract.SNAPSHOT_TAG_KEY: contract.SNAPSHOT_TAG_VALUE,
             },
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
 
-        instance = aws.ec2.Instance(
-            f"{name}-instance",
+    def _instance(
+        self,
+        size: Size,
+        placement: Placement,
+        links: Links,
+        profile: aws.iam.InstanceProfile,
+        data_volume: aws.ebs.Volume,
+    ) -> aws.ec2.Instance:
+        return aws.ec2.Instance(
+            f"{self._name}-instance",
             ami=placement.ami_id,
-            instance_type=instance_type,
+            instance_type=size.instance_type,
             subnet_id=placement.subnet_id,
             vpc_security_group_ids=[placement.security_group_id],
             key_name=placement.key_name,
@@ -105,68 +154,57 @@ class TrainingInstance(pulumi.ComponentResource):
             metadata_options={"http_tokens": "required", "http_endpoint": "enabled", "http_put_response_hop_limit": 2},
             root_block_device={
                 "volume_type": "gp3",
-                "volume_size": root_volume_gib,
+                "volume_size": size.root_volume_gib,
                 "encrypted": True,
                 "delete_on_termination": True,
-                "tags": {"Name": f"{name}-root", contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE},
+                "tags": {"Name": f"{self._name}-root", contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE},
             },
-            user_data=pulumi.Output.all(bucket_name, data_volume.id, topic_arn).apply(
+            user_data=pulumi.Output.all(links.bucket_name, data_volume.id, links.topic_arn).apply(
                 lambda args: user_data(args[0], args[1], placement.region, placement.bundle_version, args[2])
             ),
-            tags=tags,
+            tags=self._tags,
             # A new AMI or new user data would replace, or stop and start, a running training instance: never.
             # New settings reach it as a bundle version (below); a new AMI only on purpose (README, Deploy).
             opts=pulumi.ResourceOptions(
                 parent=self, ignore_changes=["ami", "userData"], depends_on=[placement.bundle_upload]
             ),
         )
-        aws.ec2.VolumeAttachment(
-            f"{name}-data-attachment",
-            device_name=DATA_DEVICE,
-            volume_id=data_volume.id,
-            instance_id=instance.id,
-            stop_instance_before_detaching=True,
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-bundle",
-            role=role.id,
-            policy=bucket_arn.apply(lambda arn: json.dumps(bundle_reader(arn, contract.BUNDLE_PREFIX))),
-            opts=child,
-        )
-        # Applies each new bundle version to the running instance; its parameters name the version.
+
+    def _bundle_association(self, instance: aws.ec2.Instance, placement: Placement) -> None:
+        """Applies each new bundle version to the running instance; its parameters name the version."""
         aws.ssm.Association(
-            f"{name}-bundle-association",
+            f"{self._name}-bundle-association",
             # The stack's name in it tells a person, and State Manager's list, which stack it belongs to.
-            association_name=f"{name}-bundle-{pulumi.get_stack()}"[:128],
+            association_name=f"{self._name}-bundle-{pulumi.get_stack()}"[:128],
             name="AWS-RunShellScript",
             targets=[{"key": "InstanceIds", "values": [instance.id]}],
             parameters={"commands": fetch_and_apply(placement.bundle_version), "executionTimeout": "900"},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[placement.bundle_upload]),
         )
-        # The guard on the instance emails when the kernel kills a training worker.
+
+    def _permissions(self, role: aws.iam.Role, instance: aws.ec2.Instance, links: Links) -> None:
+        """Read the bundles, email through the topic (the guard), write the instance's own results prefix."""
+        name = self._name
+        aws.iam.RolePolicy(
+            f"{name}-bundle",
+            role=role.id,
+            policy=links.bucket_arn.apply(lambda arn: json.dumps(bundle_reader(arn, contract.BUNDLE_PREFIX))),
+            opts=self._child,
+        )
         aws.iam.RolePolicy(
             f"{name}-guard",
             role=role.id,
-            policy=pulumi.Output.all(topic_arn, topic_key_arn).apply(
+            policy=pulumi.Output.all(links.topic_arn, links.topic_key_arn).apply(
                 lambda arns: json.dumps(guard_notifier(arns[0], arns[1]))
             ),
-            opts=child,
+            opts=self._child,
         )
         # Scoped to the instance's own id, so the policy can only follow the instance.
         aws.iam.RolePolicy(
             f"{name}-results",
             role=role.id,
-            policy=pulumi.Output.all(bucket_arn, instance.id).apply(
+            policy=pulumi.Output.all(links.bucket_arn, instance.id).apply(
                 lambda args: json.dumps(results_writer(args[0], args[1]))
             ),
-            opts=child,
-        )
-
-        self.instance_id = instance.id
-        self.public_ip = instance.public_ip
-        self.private_ip = instance.private_ip
-        self.data_volume_id = data_volume.id
-        self.register_outputs(
-            {"instance_id": instance.id, "public_ip": instance.public_ip, "data_volume_id": data_volume.id}
+            opts=self._child,
         )
