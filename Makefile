@@ -11,8 +11,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: $(READY) system-deps
 	$(PY) -m healthcheck demo
 
+# Two tiers: the fast one first (pure functions, fake hosts), stopping at its first failure; then the
+# integration tier (real sshd, moto, Pulumi's mocks, the scripts, ruff and mypy).
 test: $(READY) system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not vm and not integration" -x
+	$(PY) -m pytest -m "not vm and integration"
 
 lint: $(READY)
 	$(VENV)/bin/ruff check .

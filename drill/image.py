@@ -28,7 +28,7 @@ from typing import TextIO
 # started over SSH stays in ssh.service, and an OOM kill then stops sshd itself.
 # locales: without it cloud-init's locale module fails and its status is
 # "error". udev: /dev/disk/by-label for the /data mount. curl, and awscli
-# below: the results push (issue 11) uses the AWS CLI, as the Deep Learning
+# below: the results push uses the AWS CLI, as the Deep Learning
 # AMI has one.
 PACKAGES = (
     "systemd",

@@ -16,8 +16,8 @@ GIB = 1024**3
 PAGE = 4096  # memory limits are kept page-aligned, as the kernel rounds them
 MIB = 1024**2
 
-# The slice keeps max(1 GiB, 8 % of RAM) out of training's reach (issue 10; the VM drill in
-# /work/shared/notes/vm-freeze-facts.md: with RAM minus a reserve, sshd answered within 1.6 s).
+# The slice keeps max(1 GiB, 8 % of RAM) out of training's reach (in the VM drill, with RAM minus a
+# reserve for training, sshd answered within 1.6 s).
 RESERVE_MIN_BYTES = 1 * GIB
 RESERVE_FRACTION = 0.08
 # MemoryHigh starts reclaim (throttling) inside the slice before MemoryMax kills: 2 % of RAM, at least 256 MiB below.

@@ -1,4 +1,4 @@
-"""The stack's wiring for the auto-reboot safety rules (issue 9, items 13, 16, 17, 18), under Pulumi mocks."""
+"""The stack's wiring for the auto-reboot safety rules (claims, looks again, the heartbeat alarm), under mocks."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_the_function_may_read_alarm_states_and_the_canary_metric_and_change_nei
 
 
 def test_the_function_recognises_the_stacks_agent_heartbeat_alarm_and_only_it(deploy) -> None:
-    """Item 17 hinges on the alarm's name: the stack's naming and the function's rule must agree."""
+    """Sparing a host that answers SSH hinges on the alarm's name: the stack names it as the function reads it."""
     alarms = deploy().of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
     names = {alarm.name.rsplit("-alarms-", 1)[1]: alarm.inputs["name"] for alarm in alarms if "-alarms-" in alarm.name}
 
@@ -81,7 +81,7 @@ def test_the_function_recognises_the_stacks_agent_heartbeat_alarm_and_only_it(de
 
 
 def test_dlm_may_tag_snapshots_as_the_aws_managed_role_does(deploy) -> None:
-    """Item 18: AWSDataLifecycleManagerServiceRole grants ec2:CreateTags on snapshot/* with no condition."""
+    """AWSDataLifecycleManagerServiceRole grants ec2:CreateTags on snapshot/* with no condition."""
     document = snapshot_lifecycle("aws", "eu-west-1")
     tagging = [s for s in document["Statement"] if s["Action"] == "ec2:CreateTags"]
 

@@ -94,7 +94,7 @@ def test_cost_for_one_gpu_instance_and_how_it_grows() -> None:
     ten = monitoring_cost_usd_month(10, 1, Detection())
     slower_canary = monitoring_cost_usd_month(1, 1, Detection(60, 360, 3))
 
-    # Issue 8's goal, at most $20 a month for one g5.xlarge with the defaults (about $31 before), was met at
+    # The goal, at most $20 a month for one g5.xlarge with the defaults (about $31 before), was met at
     # $19.79; memory pressure (two PSI metrics and a high-resolution alarm) adds $0.90 to see a freeze coming.
     assert one == pytest.approx(19.79 + 0.90, abs=0.01)
     per_instance = (ten - one) / 9

@@ -1,4 +1,4 @@
-"""Issue 9 item 1, the canary's half: an sshd that turns connections away (MaxStartups) is alive."""
+"""The canary's half of a busy sshd: one that turns connections away (MaxStartups) is alive."""
 
 from __future__ import annotations
 

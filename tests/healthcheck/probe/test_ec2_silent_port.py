@@ -1,4 +1,4 @@
-"""Issue 9 items 3 and 10, for `i-` targets: EC2's view explains a silent port; AWS_REGION is read."""
+"""For `i-` targets: EC2's view explains a silent port, and AWS_REGION is read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 9 items 6 and 10: bad input is one clear line and exit 3; ssh_config, regions and options as documented."""
+"""Bad input is one clear line and exit 3; ssh_config, regions and options as documented."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 9 item 5: Ctrl-C and SIGTERM end a probe or a watch at once, with what finished and no traceback."""
+"""Ctrl-C and SIGTERM end a probe or a watch at once, with what finished and no traceback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 9 item 4: known_hosts read as OpenSSH reads it, and written safely by many processes at once."""
+"""known_hosts read as OpenSSH reads it, and written safely by many processes at once."""
 
 from __future__ import annotations
 

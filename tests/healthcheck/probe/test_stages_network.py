@@ -118,7 +118,7 @@ def test_a_host_that_always_closes_is_retried_only_until_the_deadline(line_serve
 
 
 def test_silent_port_on_a_live_host_is_hung_with_a_full_queue(full_backlog: int, run_cli) -> None:
-    """Issue 9 item 3: the port drops handshakes, the host's kernel answers on another port."""
+    """The port drops handshakes, the host's kernel answers on another port."""
     started = time.monotonic()
 
     run = run_cli("probe", "--json", "--no-login", "--timeout", "2", f"127.0.0.1:{full_backlog}")

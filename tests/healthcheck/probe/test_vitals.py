@@ -129,7 +129,7 @@ def _reject_constant(name: str) -> None:
 
 
 def test_nan_and_infinity_vitals_become_null_and_the_json_stays_strict(make_server, run_cli, tmp_path) -> None:
-    """Issue 9 item 9: a host whose /proc says "nan" cannot make the output unreadable to jq."""
+    """A host whose /proc says "nan" cannot make the output unreadable to jq."""
     fake = tmp_path / "fake_vitals.sh"
     fake.write_text(
         "cat >/dev/null\n"

@@ -95,7 +95,7 @@ def test_history_round_trips_and_keeps_the_newest_eleven_remediations_within_a_t
 
 
 def test_history_never_forgets_a_remediation_for_notes_however_many() -> None:
-    """Item 12: gave-up and started notes used to push the window's remediations out of the ten slots."""
+    """Gave-up and started notes must not push the window's remediations out of the ten slots."""
     remediations = tuple(entry(timedelta(minutes=m), Action.REBOOT, f"{m:08x}") for m in (300, 200, 100))
     notes = tuple(entry(timedelta(minutes=m), Action.GAVE_UP, f"{m:08x}") for m in range(99, 0, -1))
     newest = entry(timedelta(0), Action.STARTED, "ffffffff")
