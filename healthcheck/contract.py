@@ -66,8 +66,17 @@ RELOOK_ROLE_ARN_VARIABLE = "TRAINGUARD_RELOOK_ROLE_ARN"
 CANARY_INTERVAL_VARIABLE = "TRAINGUARD_CANARY_INTERVAL_SECONDS"
 SSH_PORT_VARIABLE = "TRAINGUARD_SSH_PORT"
 MONITORING_ENDPOINT_VARIABLE = "TRAINGUARD_MONITORING_ENDPOINT"
-# What `trainguard launch` tells each worker.
+# What `trainguard launch` tells each worker: its index and the workers' count, its unit's MemoryMax in bytes,
+# its GPU and that GPU's memory share (MiB), its own results and checkpoints folders, and --batch-size. The worker
+# library (healthcheck/guard/trainguard_worker.py, standalone) spells them too; a test checks they agree.
 WORKER_VARIABLE = "TRAINGUARD_WORKER"
+WORKER_COUNT_VARIABLE = "TRAINGUARD_WORKERS"
+WORKER_MEMORY_MAX_VARIABLE = "TRAINGUARD_MEMORY_MAX"
+WORKER_GPU_VARIABLE = "TRAINGUARD_GPU"
+WORKER_GPU_MEMORY_VARIABLE = "TRAINGUARD_GPU_MEMORY_MIB"
+WORKER_RESULTS_VARIABLE = "TRAINGUARD_WORKER_RESULTS_DIR"
+WORKER_CHECKPOINTS_VARIABLE = "TRAINGUARD_WORKER_CHECKPOINTS_DIR"
+WORKER_BATCH_SIZE_VARIABLE = "TRAINGUARD_BATCH_SIZE"
 
 # --- On the instance ------------------------------------------------------------------------------------------
 ENV_FILE = "/etc/trainguard/env"  # per instance, written by the user data
@@ -82,6 +91,22 @@ IMDS_HELPER = "/usr/local/sbin/trainguard-imds"
 PUSH_COMMAND = "trainguard-push"
 TRAINING_SLICE = "trainguard-training.slice"
 WORKER_UNIT_PREFIX = "trainguard-worker-"
+# Each worker's own folders: RESULTS_DIR/worker-N/ (so s3://<bucket>/<instance-id>/worker-N/) and
+# CHECKPOINTS_DIR/worker-N/.
+WORKER_DIR_PREFIX = "worker-"
+# The worker library, on each worker's PYTHONPATH: a folder that holds nothing else, so it shadows nothing.
+WORKER_LIBRARY_DIR = "/opt/trainguard/lib"
+WORKER_LIBRARY_MODULE = "trainguard_worker"
+# The guard's record of the workers (docs/on-the-instance.md lists its fields), pushed with the results:
+# s3://<bucket>/<instance-id>/trainguard-workers.json.
+WORKERS_STATE_NAME = "trainguard-workers.json"
+WORKERS_STATE_FILE = f"{RESULTS_DIR}/{WORKERS_STATE_NAME}"
+# A worker's batch-size report, in its results folder: s3://<bucket>/<instance-id>/worker-N/trainguard-batch.json.
+BATCH_REPORT_NAME = "trainguard-batch.json"
+# Where a worker asks the guard to push for it (outside the worker's memory limit), and where the guard keeps
+# its place in the journal across restarts.
+PUSH_REQUEST_DIR = "/run/trainguard/push-requests"
+GUARD_CURSOR_FILE = "/var/lib/trainguard/guard.cursor"
 
 # --- The results bucket ---------------------------------------------------------------------------------------
 # Results under <instance-id>/, remediation evidence under postmortem/<instance-id>/, the bundle under its own.
@@ -118,6 +143,16 @@ def alarm_key(alarm_name: str) -> str | None:
     """The alarm key of an instance alarm's name (what follows the instance id), or None."""
     match = re.search(rf"-({INSTANCE_ID.pattern})-([a-z0-9-]+)$", alarm_name)
     return match.group(2) if match else None
+
+
+def worker_results_dir(worker: int) -> str:
+    """A worker's own results folder on the instance: /data/results/worker-N."""
+    return f"{RESULTS_DIR}/{WORKER_DIR_PREFIX}{worker}"
+
+
+def worker_checkpoints_dir(worker: int) -> str:
+    """A worker's own checkpoints folder: /data/checkpoints/worker-N (on the data volume, snapshotted, not pushed)."""
+    return f"{CHECKPOINTS_DIR}/{WORKER_DIR_PREFIX}{worker}"
 
 
 def instance_environment() -> dict[str, str]:
