@@ -47,6 +47,15 @@ SNAPSHOT_ALARM_TAG_KEY = "trainguard:alarm"
 SNAPSHOT_REASON_TAG_KEY = "trainguard:reason"
 SNAPSHOT_INSTANCE_TAG_KEY = "trainguard:instance"
 SNAPSHOT_SOURCE_TAG_KEY = "trainguard:source"
+# A remediation's snapshots: their source, and the day they are deleted (the auto-reboot function's daily sweep;
+# remove the tag to keep one).
+REMEDIATION_SNAPSHOT_SOURCE = "remediation"
+SNAPSHOT_EXPIRES_TAG_KEY = "trainguard:expires"
+# Every instance names the stack that made it (`trainguard status` finds them by it).
+STACK_TAG_KEY = "trainguard:stack"
+# When the instance last booted (epoch seconds), written by the instance itself at each boot: a reboot from
+# inside (sudo reboot, a panic) leaves LaunchTime alone, and the auto-reboot function's boot grace counts from it.
+BOOT_TAG_KEY = "trainguard:booted"
 
 # --- Environment variables ------------------------------------------------------------------------------------
 # Per instance, in /etc/trainguard/env (infra.user_data), and for the laptop's commands and the Lambdas.
@@ -62,6 +71,8 @@ REBOOT_WINDOW_HOURS_VARIABLE = "TRAINGUARD_REBOOT_WINDOW_HOURS"
 BOOT_GRACE_SECONDS_VARIABLE = "TRAINGUARD_BOOT_GRACE_SECONDS"
 RELOOK_GROUP_VARIABLE = "TRAINGUARD_RELOOK_GROUP"
 RELOOK_ROLE_ARN_VARIABLE = "TRAINGUARD_RELOOK_ROLE_ARN"
+# How long a remediation's snapshots and post-mortem files are kept.
+EVIDENCE_RETAIN_DAYS_VARIABLE = "TRAINGUARD_EVIDENCE_RETAIN_DAYS"
 # The SSH canary's settings.
 CANARY_INTERVAL_VARIABLE = "TRAINGUARD_CANARY_INTERVAL_SECONDS"
 SSH_PORT_VARIABLE = "TRAINGUARD_SSH_PORT"
@@ -87,6 +98,8 @@ CHECKPOINTS_DIR = f"{DATA_MOUNT}/checkpoints"
 WORKER_LOG_DIR = f"{RESULTS_DIR}/logs"
 PACKAGE_ZIP = "/opt/trainguard/healthcheck.zip"  # this package, on the system python3's path
 INSTALLED_BUNDLE = "/var/lib/trainguard/bundle.tar.gz"
+# The version of the last bundle applied to the end (a State Manager run of the same version then does nothing).
+APPLIED_VERSION_FILE = "/var/lib/trainguard/applied-version"
 IMDS_HELPER = "/usr/local/sbin/trainguard-imds"
 PUSH_COMMAND = "trainguard-push"
 TRAINING_SLICE = "trainguard-training.slice"
@@ -165,6 +178,8 @@ def instance_environment() -> dict[str, str]:
         "TRAINGUARD_LOG_DIR": WORKER_LOG_DIR,
         "TRAINGUARD_ZIP": PACKAGE_ZIP,
         "TRAINGUARD_INSTALLED_BUNDLE": INSTALLED_BUNDLE,
+        "TRAINGUARD_APPLIED_VERSION": APPLIED_VERSION_FILE,
+        "TRAINGUARD_BOOT_TAG": BOOT_TAG_KEY,
         "TRAINGUARD_IMDS": IMDS_HELPER,
         "TRAINGUARD_TRAINING_SLICE": TRAINING_SLICE,
     }
