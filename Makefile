@@ -1,32 +1,37 @@
-# Every target sets up what it needs: Debian packages (openssh-server for the
-# throwaway sshd), the .venv, and the project installed into it.
+# Every target sets up what it needs, in .venv: `make demo` only the package and OpenSSH (sshd, ssh-keygen);
+# `make test` also the development extras and the Debian packages the tests use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-READY := $(VENV)/.ready
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(shell command -v apt-get 2>/dev/null)
 
-.PHONY: demo test lint bench system-deps vm-deps vm-test drill clean
+.PHONY: demo test lint bench openssh test-deps vm-host vm-deps vm-test drill clean
 
-demo: $(READY) system-deps
+demo: $(VENV)/.ready-base openssh
 	$(PY) -m healthcheck demo
 
 # Two tiers: the fast one first (pure functions, fake hosts), stopping at its first failure; then the
 # integration tier (real sshd, moto, Pulumi's mocks, the scripts, ruff and mypy).
-test: $(READY) system-deps
+test: $(VENV)/.ready-dev test-deps
 	$(PY) -m pytest -m "not vm and not integration" -x
 	$(PY) -m pytest -m "not vm and integration"
 
-lint: $(READY)
+lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The drill's VM: Debian's qemu, debootstrap and genisoimage. The image is
-# cached in ~/.cache/trainguard/vm/ (TRAINGUARD_VM_CACHE), keyed by its recipe.
+# The drill's VM needs Linux (ideally with KVM; it runs under emulation without) and Debian's qemu,
+# debootstrap and genisoimage. The image is cached in ~/.cache/trainguard/vm/ (TRAINGUARD_VM_CACHE).
+# On a Mac, drill a deployed instance instead: trainguard drill i-...
 VM_PACKAGES := qemu-system-x86 qemu-utils debootstrap genisoimage
 
-vm-deps:
+vm-host:
+	@[ "$$(uname -s)" = Linux ] || { echo "the VM drill runs on Linux (ideally with KVM); here, drill a deployed instance: trainguard drill i-..."; exit 1; }
+	@command -v qemu-system-x86_64 >/dev/null || [ -n "$(APT)" ] || { echo "the VM drill needs qemu-system-x86_64, debootstrap and genisoimage; install them, or drill a deployed instance: trainguard drill i-..."; exit 1; }
+
+vm-deps: vm-host
 	@missing=""; \
 	for package in $(VM_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then \
@@ -35,32 +40,41 @@ vm-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# The three scenarios in a VM (unguarded, guarded, recovery), with their timelines and table;
-# `make vm-test` runs them shortened as pytest tests.
-drill: $(READY) system-deps vm-deps
+# The scenarios in a VM, with their timelines and table; `make vm-test` runs them shortened as tests.
+drill: $(VENV)/.ready-dev openssh vm-deps
 	$(SUDO) $(PY) -m drill
 
-vm-test: $(READY) system-deps vm-deps
+vm-test: $(VENV)/.ready-dev test-deps vm-deps
 	$(PY) -m pytest -m vm tests/vm
 
-bench: $(READY) system-deps
+bench: $(VENV)/.ready-dev test-deps
 	$(PY) benchmarks/probe_fleet.py
 	$(PY) benchmarks/single_probe.py
 	$(PY) benchmarks/pull.py
 
-system-deps:
+# The demo's throwaway sshd: Debian's openssh-server, or the system's own (macOS ships /usr/sbin/sshd).
+openssh:
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
+		if [ -z "$(APT)" ]; then echo "the demo needs OpenSSH's /usr/sbin/sshd and ssh-keygen: install them"; exit 1; fi; \
+		echo "Installing Debian packages: openssh-server openssh-client"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server openssh-client; \
+	fi
+
+# What the tests use beyond the demo: ip (network namespaces), shellcheck, libfuse2 (a case-insensitive folder,
+# as on a Mac), and, in CI only, cloud-init for `cloud-init schema` (disabled at boot: on a workstation it would
+# try to configure the machine).
+test-deps: openssh
 	@missing=""; \
-	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
-	command -v ssh-keygen >/dev/null || missing="$$missing openssh-client"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	{ /sbin/ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2 '; } || missing="$$missing libfuse2 fuse3"; \
 	if [ -n "$$missing" ]; then \
+		if [ -z "$(APT)" ]; then echo "the tests need:$$missing (Debian package names); install them"; exit 1; fi; \
 		echo "Installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@# cloud-init validates the user data. Installed only in CI (or when asked), and
-	@# disabled at boot, since on a workstation it would try to configure the machine.
 	@if [ -n "$$CI$$TRAINGUARD_INSTALL_CLOUD_INIT" ] && ! command -v cloud-init >/dev/null; then \
 		echo "Installing Debian's cloud-init (for cloud-init schema; disabled at boot)"; \
 		$(SUDO) mkdir -p /etc/cloud && $(SUDO) touch /etc/cloud/cloud-init.disabled && \
@@ -68,15 +82,21 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends cloud-init; \
 	fi
 
-$(READY): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-		{ echo "trainguard needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
+# The package alone (what `pipx install .` gives a laptop), then the extras for the tests and `pulumi up`.
+$(VENV)/.ready-base: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "trainguard needs Python 3.10 or newer; $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		[ -n "$(APT)" ] || { echo "$(PYTHON) cannot make a virtual environment (python -m venv)"; exit 1; }; \
 		echo "Installing Debian's python3-venv"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && \
 		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[infra,test,lint]'
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.ready-dev: $(VENV)/.ready-base
+	$(PY) -m pip install -q -e '.[infra,dev]'
 	@touch $@
 
 clean:

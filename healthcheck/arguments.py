@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import resource
 from collections.abc import Callable
 
 from healthcheck.contract import is_instance_id
@@ -29,3 +30,18 @@ def instance_id(text: str) -> str:
     if not is_instance_id(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an instance id: pass one like i-0123456789abcdef0")
     return text
+
+
+# Descriptors kept for everything but the concurrent tasks: the interpreter, its libraries, stdio, a log.
+RESERVED_FILES = 32
+
+
+def open_files_limit() -> int:
+    """The process's soft limit on open files (macOS's default is 256; `ulimit -n` raises it)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def capped_by_open_files(requested: int, files_each: int, limit: int) -> int:
+    """How many of `requested` concurrent tasks fit in `limit` open files, each task holding `files_each` (pure)."""
+    return max(1, min(requested, (limit - RESERVED_FILES) // files_each))

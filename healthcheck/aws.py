@@ -95,6 +95,7 @@ def client(
     from botocore.exceptions import BotoCoreError, InvalidRegionError, NoRegionError
 
     chosen = region_of(region)
+    session: Any = None
     config = Config(
         connect_timeout=limits.connect_s,
         read_timeout=limits.read_s,
@@ -112,11 +113,13 @@ def client(
     except NoRegionError:
         raise no_region(purpose) from None
     except InvalidRegionError:
+        named = chosen or session.get_config_variable("region")
         raise UsageError(
-            f"{chosen!r} is not a valid AWS region name: pass one like eu-west-1 with --region, AWS_REGION "
+            f"{named!r} is not a valid AWS region name: pass one like eu-west-1 with --region, AWS_REGION "
             "or AWS_DEFAULT_REGION"
         ) from None
-    except (BotoCoreError, ValueError) as error:  # a profile that does not exist, a malformed endpoint URL
+    # A profile that does not exist, a malformed endpoint URL, a credential_process that cannot run.
+    except (BotoCoreError, ValueError, OSError) as error:
         raise UsageError(f"the AWS configuration cannot be used {purpose}: {error}") from None
     return made
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m healthcheck COMMAND`. main() returns the exit status instead of exiting.
+"""The command line: `trainguard COMMAND` (or `python -m healthcheck COMMAND`). main() returns the exit status.
 
 Each command's module adds its own parser and names the function that runs
 it. Only the module of the command being run is imported (every one for the
@@ -16,12 +16,20 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from healthcheck import __version__
-from healthcheck.console import Console
-from healthcheck.errors import Interrupted, Terminated, UsageError
+from healthcheck.console import PROGRAM, Console
+from healthcheck.errors import Interrupted, OutputLost, Terminated, UsageError
 from healthcheck.status import Status
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
+DESCRIPTION = (
+    "trainguard: tell whether a training host answers SSH and why not, recover a frozen one, "
+    "and keep its results off the machine."
+)
 # Each command and the module whose add_parser() adds it, in the order --help lists them.
 COMMAND_MODULES = {
     "probe": "healthcheck.probe.command",
@@ -34,15 +42,48 @@ COMMAND_MODULES = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad input as a UsageError (exit 3), not exit 2 with usage text."""
+    """argparse that reports bad input as a UsageError (exit 3), not exit 2 with usage text, and names an option it
+    does not know before a positional that is missing (`probe --bogus` is about --bogus, not about TARGET)."""
+
+    words: Sequence[str] = ()  # the command line being parsed
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """--help and --version, whose write errors argparse would swallow: a closed pipe or a full disk is
+        told as for any other output."""
+        if message:
+            try:
+                (file or sys.stdout).write(message)
+                sys.stdout.flush()
+            except OSError as error:
+                raise OutputLost(error) from None
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        unknown = [word for word in self._options_in(self.words) if not self._knows(word)]
+        if unknown and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(unknown)}"
         raise UsageError(message)
+
+    @staticmethod
+    def _options_in(words: Sequence[str]) -> list[str]:
+        before_end = list(words)[: list(words).index("--")] if "--" in words else list(words)
+        return [word.split("=", 1)[0] for word in before_end if word.startswith("-") and not _number(word)]
+
+    def _knows(self, option: str) -> bool:
+        # argparse also takes an unambiguous prefix of a long option (allow_abbrev).
+        return any(known == option or known.startswith(option) for known in self._option_string_actions)
+
+
+def _number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser for `argv`: with only its command's module imported when argv starts with a command, else all."""
-    parser = _Parser(prog="python -m healthcheck", description="trainguard health checks for training hosts.")
+    parser = _Parser(prog=PROGRAM, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     named = argv[0] if argv else ""
@@ -63,11 +104,16 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     with _termination_raises():
         try:
             argv = sys.argv[1:] if argv is None else argv
+            _Parser.words = argv
             args = build_parser(argv).parse_args(argv)
             return int(args.run(args, console))
         except UsageError as error:
             console.error(str(error))
             return Status.UNKNOWN
+        except OutputLost as lost:
+            return console.output_lost(lost.error)
+        except BrokenPipeError as closed:  # argparse writes --help itself
+            return console.output_lost(closed)
         except Interrupted as stopped:
             return console.interrupted(stopped.cause, stopped.progress)
         except (KeyboardInterrupt, Terminated) as cause:

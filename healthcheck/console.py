@@ -8,13 +8,16 @@ a console of strings.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from healthcheck.errors import UsageError, interrupted_exit_status, signal_name
+from healthcheck.errors import OutputLost, UsageError, interrupted_exit_status, signal_name
+from healthcheck.status import Status
 
-PROGRAM = "healthcheck"
+PROGRAM = "trainguard"
 
 
 @dataclass
@@ -27,7 +30,10 @@ class Console:
 
     def say(self, text: str = "", *, end: str = "\n") -> None:
         """A line of the command's output, flushed at once (a watch's line must not wait in a buffer)."""
-        print(text, file=self.stdout, end=end, flush=True)
+        try:
+            print(text, file=self.stdout, end=end, flush=True)
+        except OSError as error:  # `| head` closed the pipe, or the file's disk is full
+            raise OutputLost(error) from None
 
     def warn(self, text: str) -> None:
         print(f"{PROGRAM}: warning: {text}", file=self.stderr, flush=True)
@@ -46,6 +52,18 @@ class Console:
             raise UsageError(f"not asking on a non-interactive input: {without_asking}")
         self.say(f"{question} [y/N] ", end="")
         return self.stdin.readline().strip().lower() in ("y", "yes")
+
+    def output_lost(self, error: OSError) -> int:
+        """The output could not be written. A reader that went away (`trainguard probe ... | head -1`) is no error:
+        exit as a process SIGPIPE ended would (141), quietly. Anything else (a full disk) is one line on stderr."""
+        if isinstance(error, BrokenPipeError):
+            if self.stdout is sys.stdout:
+                # Python flushes stdout again at exit; point it where a flush cannot fail.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
+        with contextlib.suppress(OSError, ValueError):
+            print(f"{PROGRAM}: error: could not write the output: {error.strerror or error}", file=self.stderr)
+        return int(Status.UNKNOWN)
 
     def interrupted(self, cause: BaseException, progress: str = "") -> int:
         """The one line that says a signal cut the command short (on stderr, so JSON output stays whole), and

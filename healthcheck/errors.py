@@ -28,6 +28,15 @@ class Interrupted(BaseException):
         self.progress = progress
 
 
+class OutputLost(Exception):
+    """The command's output could not be written: its reader went away (a closed pipe) or its file failed (a full
+    disk); carries the OSError."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def interrupted_exit_status(cause: BaseException) -> int:
     """What a shell expects from a command a signal stopped: 128 + the signal's number (130, 143, 129)."""
     number = cause.signum if isinstance(cause, Terminated) else signal.SIGINT

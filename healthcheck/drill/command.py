@@ -1,4 +1,4 @@
-"""`python -m healthcheck drill i-...`: freeze sshd on a deployed instance and watch trainguard recover it.
+"""`trainguard drill i-...`: freeze sshd on a deployed instance and watch trainguard recover it.
 
 The drill runs only on an instance with the managed tag and an SSH alarm, and
 asks first unless --yes. It stops sshd's listener with SIGSTOP through SSM Run

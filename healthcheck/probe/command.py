@@ -1,4 +1,4 @@
-"""`python -m healthcheck probe` and `demo`: their arguments, the plan they make, one round or a watch.
+"""`trainguard probe` and `demo`: their arguments, the plan they make, one round or a watch.
 
 paramiko, tenacity and boto3 are imported when a probe runs, not when the
 parser is built, so the package's command line starts on a bare Python.
@@ -7,11 +7,12 @@ parser is built, so the package's command line starts on a bare Python.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from healthcheck import contract, watch
-from healthcheck.arguments import bounded
+from healthcheck.arguments import bounded, capped_by_open_files, open_files_limit
 from healthcheck.console import Console
 from healthcheck.errors import Interrupted, UsageError
 from healthcheck.probe.plan import DEFAULT_KNOWN_HOSTS, DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Plan, Request
@@ -46,6 +47,8 @@ after printing the results that had finished.
 """
 
 
+# A probe holds its connection, and briefly a second descriptor (a DNS lookup, known_hosts).
+FILES_PER_PROBE = 2
 # option, Thresholds field, upper bound, metavar, when the host is DEGRADED
 THRESHOLD_OPTIONS = (
     ("--mem-available-min", "mem_available_min_percent", 100, "PERCENT", "below this much available memory"),
@@ -180,7 +183,13 @@ def request_from(args: argparse.Namespace) -> Request:
 def run_probe(args: argparse.Namespace, console: Console) -> int:
     if args.rounds is not None and args.watch is None:
         raise UsageError("--rounds counts --watch rounds: add --watch SECONDS, or drop --rounds")
-    plan = Plan.make(request_from(args))
+    parallel = capped_by_open_files(args.parallel, FILES_PER_PROBE, open_files_limit())
+    if parallel < args.parallel:
+        console.warn(
+            f"probing {parallel} targets at once, not {args.parallel}: the open-file limit is "
+            f"{open_files_limit()} (raise it with ulimit -n)"
+        )
+    plan = Plan.make(replace(request_from(args), parallel=parallel))
     if args.watch is not None:
         timeline = Timeline(plan, args.json, console)
         return watch.every(args.watch, args.rounds, timeline.probe, timeline.show)

@@ -15,21 +15,26 @@ import hashlib
 import hmac
 import os
 import re
+import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+import paramiko.agent
 
+from healthcheck.console import PROGRAM
 from healthcheck.errors import UsageError
 from healthcheck.probe.stages import StageFailed
 from healthcheck.probe.targets import Target
 from healthcheck.probe.verdict import Verdict
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+# An agent answers locally in milliseconds; one that does not within this long is treated as absent.
+AGENT_TIMEOUT_S = 5.0
 
 # known_hosts names RSA keys "ssh-rsa"; the algorithms that verify them are these.
 _ALGORITHMS_FOR_KEY_TYPE = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
@@ -67,31 +72,75 @@ def load_identity(path: str) -> paramiko.PKey:
         raise UsageError(f"identity file {path} is not a usable private key ({error})") from None
 
 
-def keys_for(target: Target, explicit: bool) -> tuple[paramiko.PKey, ...]:
+@dataclass(frozen=True)
+class Keys:
+    """The keys a target is offered, and the keys that could not be (each with why), for a login that fails."""
+
+    offered: tuple[paramiko.PKey, ...]
+    unusable: tuple[str, ...] = ()
+
+
+def keys_for(target: Target, explicit: bool, environ: Mapping[str, str] = os.environ) -> Keys:
     """The keys to offer a target, as ssh picks them.
 
     With -i (`explicit`), exactly those files, each of which must load. Otherwise
     the target's IdentityFile entries, or ssh's default ~/.ssh/id_* files, that
-    exist and are not encrypted (ssh-agent holds those), then the agent's keys.
+    exist and are not encrypted (an agent holds those), then the agent's keys:
+    the agent the target's IdentityAgent names, else SSH_AUTH_SOCK's.
     """
     if explicit:
-        return tuple(load_identity(path) for path in target.identity_files)
-    keys = []
+        return Keys(tuple(load_identity(path) for path in target.identity_files))
+    keys: list[paramiko.PKey] = []
+    unusable: list[str] = []
     for path in target.identity_files or DEFAULT_IDENTITIES:
         if not Path(path).expanduser().is_file():
             continue
         try:
             keys.append(load_identity(path))
         except EncryptedKey:
-            continue
-    return tuple(keys) + _agent_keys()
+            unusable.append(f"{path} needs its passphrase")
+    socket_path = agent_socket(target.identity_agent, environ)
+    return Keys(tuple(keys) + (agent_keys(socket_path) if socket_path else ()), tuple(unusable))
+
+
+def agent_socket(identity_agent: str | None, environ: Mapping[str, str]) -> str | None:
+    """The agent's socket, as OpenSSH reads IdentityAgent (ssh_config(5)): `none` is no agent, `SSH_AUTH_SOCK` or
+    `$NAME` a variable's value, anything else a path (with ~ and ${NAME} expanded); unset, SSH_AUTH_SOCK."""
+    if identity_agent is None or identity_agent == "SSH_AUTH_SOCK":
+        return environ.get("SSH_AUTH_SOCK") or None
+    if identity_agent.lower() == "none":
+        return None
+    if identity_agent.startswith("$") and not identity_agent.startswith("${"):
+        return environ.get(identity_agent[1:]) or None
+    expanded = re.sub(r"\$\{(\w+)\}", lambda match: environ.get(match.group(1), ""), identity_agent)
+    return str(Path(expanded).expanduser())
+
+
+class _SocketAgent(paramiko.agent.AgentSSH):
+    """An agent on a socket of our choosing (paramiko's Agent reads SSH_AUTH_SOCK only), shared by concurrent
+    probes: one request at a time on its one connection."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._connect(connection)  # type: ignore[attr-defined]  # not in the stubs
+
+    def _send_message(self, msg: object) -> tuple[int, paramiko.Message]:
+        with self._lock:
+            return super()._send_message(msg)  # type: ignore[misc,no-any-return]  # not in the stubs
 
 
 @functools.cache
-def _agent_keys() -> tuple[paramiko.PKey, ...]:
-    if not os.environ.get("SSH_AUTH_SOCK"):
+def agent_keys(socket_path: str) -> tuple[paramiko.PKey, ...]:
+    """The keys the agent at `socket_path` holds; none when nothing answers there (as ssh: no agent, no keys)."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(AGENT_TIMEOUT_S)
+    try:
+        connection.connect(socket_path)
+        return tuple(_SocketAgent(connection).get_keys())
+    except (OSError, paramiko.SSHException):
+        connection.close()
         return ()
-    return tuple(paramiko.Agent().get_keys())
 
 
 def host_key_id(host: str, port: int) -> str:
@@ -210,7 +259,7 @@ def _pattern_matches(pattern: str, name: str) -> bool:
 
 
 def _warn_on_stderr(message: str) -> None:
-    print(f"healthcheck: warning: {message}", file=sys.stderr)
+    print(f"{PROGRAM}: warning: {message}", file=sys.stderr)
 
 
 class KnownHosts:

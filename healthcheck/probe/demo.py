@@ -28,7 +28,7 @@ def run_demo(console: Console, sandbox_parent: Path | None = None) -> int:
             Request(targets=(target,), identities=(str(key),), known_hosts=str(known_hosts), timeout=DEMO_TIMEOUT)
         )
         argv = ["probe", "--timeout", str(DEMO_TIMEOUT), "-i", str(key), "--known-hosts", str(known_hosts), target]
-        command = "python -m healthcheck " + shlex.join(argv)
+        command = "trainguard " + shlex.join(argv)
 
         console.say(f"A throwaway OpenSSH sshd is listening on {target}.\n\n$ {command}\n")
         healthy = plan.run_round()[0]

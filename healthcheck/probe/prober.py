@@ -36,6 +36,7 @@ from healthcheck.probe.ec2 import Lookup
 from healthcheck.probe.stages import (
     ConnectTimedOut,
     Identification,
+    OutOfTime,
     SshdBusy,
     StageFailed,
     TransientFailure,
@@ -49,9 +50,7 @@ from healthcheck.probe.verdict import Result, Stage, Verdict, conclude
 from healthcheck.probe.vitals import Thresholds, Vitals, parse_vitals, vitals_script
 
 if TYPE_CHECKING:
-    import paramiko
-
-    from healthcheck.probe.credentials import KnownHosts
+    from healthcheck.probe.credentials import Keys, KnownHosts
 
 STAGE_SHARES = {"resolve": 0.25, "tcp": 0.5, "banner": 0.6, "auth": 0.8, "exec": 1.0}
 # What a stage that runs out of time, or dies once the watchdog has fired, means.
@@ -91,7 +90,7 @@ class Job:
     """One target to probe, with the keys to offer it and, for `i-` targets, what EC2 said."""
 
     target: Target
-    keys: tuple[paramiko.PKey, ...] = ()
+    keys: Keys | None = None  # None: no login
     lookup: Lookup | None = None
 
 
@@ -247,17 +246,26 @@ def _handshake(
     first_stage = len(timeline.stages)
     attempts = itertools.count(1)
     causes: list[str] = []
+    last: list[TransientFailure] = []
 
     def attempt() -> tuple[socket.socket, Identification]:
         number = next(attempts)
+        previous = timeline.stages[first_stage:]
         del timeline.stages[first_stage:]
         note = f" (attempt {number}, after {_retry_causes(causes)})" if number > 1 else ""
         try:
             sock = timeline.run("tcp", lambda deadline: _connected(connect(addresses, deadline)), note=note)
         except ConnectTimedOut as timed_out:
             raise _explain_silent_port(timed_out, addresses, overall, lookup) from None
-        except TransientFailure:
+        except OutOfTime:
+            if not last:
+                raise
+            # A retry that a busy machine started too late says nothing new: the last attempt's failure stands.
+            timeline.stages[first_stage:] = previous
+            raise last[-1] from None
+        except TransientFailure as failure:
             causes.append("a reset")
+            last.append(failure)
             raise
 
         def identify(deadline: Deadline) -> tuple[Identification, str]:
@@ -270,6 +278,7 @@ def _handshake(
             abandon(sock)
             if isinstance(failure, TransientFailure):
                 causes.append("a busy refusal" if isinstance(failure, SshdBusy) else "a reset")
+                last.append(failure)
             raise
 
     retrying = tenacity.Retrying(
@@ -370,8 +379,8 @@ def _login_and_exec(
 ) -> Vitals:
     from healthcheck.probe.session import authenticate, run_script
 
-    known_hosts = settings.known_hosts
-    assert known_hosts is not None, "login needs known_hosts"
+    known_hosts, keys = settings.known_hosts, job.keys
+    assert known_hosts is not None and keys is not None, "login needs known_hosts and keys"
     transport = timeline.run(
         "auth",
         lambda deadline: authenticate(
@@ -380,7 +389,7 @@ def _login_and_exec(
             host=host,
             port=job.target.port,
             user=job.target.user,
-            keys=list(job.keys),
+            keys=keys,
             known_hosts=known_hosts,
             deadline=deadline,
         ),

@@ -16,7 +16,7 @@ import threading
 
 import paramiko
 
-from healthcheck.probe.credentials import KnownHosts
+from healthcheck.probe.credentials import Keys, KnownHosts
 from healthcheck.probe.deadline import Deadline
 from healthcheck.probe.stages import CLIENT_ID, Identification, StageFailed
 from healthcheck.probe.verdict import Verdict
@@ -73,7 +73,7 @@ def authenticate(
     host: str,
     port: int,
     user: str,
-    keys: list[paramiko.PKey],
+    keys: Keys,
     known_hosts: KnownHosts,
     deadline: Deadline,
 ) -> tuple[paramiko.Transport, str]:
@@ -95,8 +95,11 @@ def authenticate(
         server_key = transport.get_remote_server_key()
         trust = known_hosts.check(host, port, server_key)
 
+        if not keys.offered:
+            why = "; ".join(keys.unusable) or "none found in ~/.ssh, none named by -i, and no agent holds one"
+            raise StageFailed(Verdict.NO_KEY, f"no key could be offered: {why}")
         rejected: list[str] = []
-        for key in keys:
+        for key in keys.offered:
             transport.auth_timeout = deadline.remaining()
             try:
                 transport.auth_publickey(user, key)
@@ -111,8 +114,6 @@ def authenticate(
             except (paramiko.SSHException, EOFError, OSError) as error:
                 raise StageFailed(Verdict.SSH_ERROR, f"connection lost during login: {error}") from None
             return transport, f"{trust}; logged in as {user} with {key.get_name()} {key.fingerprint}"
-        if not keys:
-            raise StageFailed(Verdict.AUTH_FAILED, "no key to offer: pass -i FILE or load one into ssh-agent")
         raise StageFailed(Verdict.AUTH_FAILED, f"{user}@ rejected " + "; ".join(rejected))
     except BaseException:
         transport.close()

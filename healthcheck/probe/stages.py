@@ -66,6 +66,10 @@ class ConnectTimedOut(StageFailed):
     """No answer at all to the TCP handshake: a host that is down, a firewall, or a full listen queue."""
 
 
+class OutOfTime(StageFailed):
+    """The deadline passed before a connection could even be tried (a retry that started too late)."""
+
+
 @dataclass(frozen=True)
 class Identification:
     """The server's SSH identification line, and every byte read from it on (for the SSH library)."""
@@ -117,7 +121,11 @@ def connect(addresses: list[tuple[int, tuple[str, int]]], deadline: Deadline) ->
     "Refused" and "reset" both mean the host answered: REFUSED, and a reset is
     worth retrying (a server that accepts and resets at once may be restarting).
     """
-    failure: StageFailed = StageFailed(Verdict.UNREACHABLE, "no address to connect to")
+    failure: StageFailed = (
+        OutOfTime(Verdict.UNREACHABLE, "no time left to connect")
+        if addresses
+        else StageFailed(Verdict.UNREACHABLE, "no address to connect to")
+    )
     for family, sockaddr in addresses:
         if deadline.expired:
             break
@@ -126,7 +134,7 @@ def connect(addresses: list[tuple[int, tuple[str, int]]], deadline: Deadline) ->
         sock.settimeout(deadline.remaining())
         try:
             sock.connect(sockaddr)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _no_delay(sock)
         except ConnectionRefusedError:
             failure = StageFailed(Verdict.REFUSED, f"{where}: connection refused")
         except (ConnectionResetError, ConnectionAbortedError):
@@ -145,6 +153,17 @@ def connect(addresses: list[tuple[int, tuple[str, int]]], deadline: Deadline) ->
             return sock
         abandon(sock)
     raise failure
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """TCP_NODELAY on a connected socket. A peer that reset the connection already makes it fail: ENOTCONN on
+    Linux, EINVAL on macOS (Darwin), both a reset."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as error:
+        if error.errno in (errno.ENOTCONN, errno.EINVAL):
+            raise ConnectionResetError(error.errno, "connection reset by peer") from None
+        raise
 
 
 def abandon(sock: socket.socket) -> None:

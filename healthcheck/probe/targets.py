@@ -36,6 +36,7 @@ class Target:
     user: str
     identity_files: tuple[str, ...] = ()
     instance_id: str | None = None
+    identity_agent: str | None = None  # ssh_config's IdentityAgent, as written; None: SSH_AUTH_SOCK
 
     @property
     def label(self) -> str:
@@ -148,6 +149,7 @@ def parse_target(spec: str, defaults: TargetDefaults, ssh_config: paramiko.SSHCo
         user=user or defaults.user or settings.get("user") or (EC2_DEFAULT_USER if is_instance else getpass.getuser()),
         identity_files=defaults.identity_files or tuple(settings.get("identityfile", ())),
         instance_id=host if is_instance else None,
+        identity_agent=settings.get("identityagent"),
     )
 
 

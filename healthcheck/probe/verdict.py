@@ -63,7 +63,7 @@ class Verdict(enum.Enum):
         "No answer to the TCP connection, or no route to the host: the host is down, "
         "its kernel is frozen, or a firewall drops the packets.",
         "Check the instance state and status checks, the security group and the route; "
-        "for an EC2 instance: python -m healthcheck probe i-INSTANCE.",
+        "for an EC2 instance: trainguard probe i-INSTANCE.",
     )
     HUNG = (
         "HUNG",
@@ -108,6 +108,14 @@ class Verdict(enum.Enum):
         Status.CRITICAL,
         "sshd answers, but rejected every key offered: the host is up, you cannot log in.",
         "Check the user name and the key (-l, -i), and the host's authorized_keys.",
+    )
+    NO_KEY = (
+        "NO_KEY",
+        Status.UNKNOWN,
+        "sshd answers, but the probe had no key it could offer, so login was not tried: this says nothing "
+        "about the host's login.",
+        "Load the key into your agent (macOS: ssh-add --apple-use-keychain ~/.ssh/id_ed25519; elsewhere: "
+        "ssh-add), name your agent with IdentityAgent in ~/.ssh/config, or pass -i FILE; --no-login skips the login.",
     )
     SSH_ERROR = (
         "SSH_ERROR",

@@ -40,5 +40,5 @@ def test_an_interruption_is_one_line_on_stderr_and_the_shells_exit_status(
     console = StringConsole()
 
     assert console.interrupted(cause, "1 of 2 targets finished") == status
-    assert console.err == f"healthcheck: interrupted by {name}: 1 of 2 targets finished\n"
+    assert console.err == f"trainguard: interrupted by {name}: 1 of 2 targets finished\n"
     assert console.out == ""

@@ -1,4 +1,4 @@
-"""`python -m healthcheck drill i-...` against moto: refusal, confirmation, the SSM freeze, the watched timeline."""
+"""`trainguard drill i-...` against moto: refusal, confirmation, the SSM freeze, the watched timeline."""
 
 from __future__ import annotations
 

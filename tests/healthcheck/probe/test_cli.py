@@ -66,7 +66,7 @@ def test_bad_input_is_one_line_and_exit_3(case: str, tmp_path: Path, run_module,
     assert completed.returncode == 3
     assert completed.stdout == ""
     assert completed.stderr.count("\n") == 1, completed.stderr
-    assert completed.stderr.startswith("healthcheck: error: ")
+    assert completed.stderr.startswith("trainguard: error: ")
     assert message in completed.stderr
     assert "Traceback" not in completed.stderr
 
@@ -112,28 +112,6 @@ def test_json_schema_is_stable(server, run_cli) -> None:
     for stage in result["stages"]:
         assert set(stage) == STAGE_KEYS
         assert isinstance(stage["ok"], bool) and isinstance(stage["seconds"], float)
-
-
-def test_every_verdict_maps_to_the_nagios_state_the_readme_gives() -> None:
-    states = {verdict.value: verdict.status.name for verdict in Verdict}
-
-    assert states == {
-        "HEALTHY": "OK",
-        "DEGRADED": "WARNING",
-        "UNKNOWN_HOST": "UNKNOWN",
-        "NOT_RUNNING": "CRITICAL",
-        "REFUSED": "CRITICAL",
-        "UNREACHABLE": "CRITICAL",
-        "HUNG": "CRITICAL",
-        "NOT_SSH": "CRITICAL",
-        "HOSTKEY_UNKNOWN": "UNKNOWN",
-        "HOSTKEY_MISMATCH": "CRITICAL",
-        "HOSTKEY_REVOKED": "CRITICAL",
-        "AUTH_FAILED": "CRITICAL",
-        "SSH_ERROR": "CRITICAL",
-        "EXEC_HANG": "CRITICAL",
-        "PROBE_ERROR": "UNKNOWN",
-    }
 
 
 def test_help_names_every_fixed_option(run_module) -> None:

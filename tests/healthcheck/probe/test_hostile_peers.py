@@ -225,3 +225,27 @@ def test_watch_lines_escape_the_banner_too(line_server, run_cli) -> None:
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("loopback behaviour measured on Linux")
+
+
+def test_a_retry_a_busy_machine_starts_too_late_keeps_the_resets_verdict(line_server, run_cli, monkeypatch) -> None:
+    """On a loaded machine the last retry can begin with its deadline already spent; the resets before it are the
+    answer (REFUSED), not "no time left to connect" (UNREACHABLE)."""
+    from healthcheck.probe import prober
+    from healthcheck.probe.stages import OutOfTime
+    from healthcheck.probe.verdict import Verdict
+
+    real_connect, calls = prober.connect, []
+
+    def late_on_the_third(addresses, deadline):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise OutOfTime(Verdict.UNREACHABLE, "no time left to connect")
+        return real_connect(addresses, deadline)
+
+    monkeypatch.setattr(prober, "connect", late_on_the_third)
+    server = line_server(accept_then_reset)
+
+    run = run_cli("probe", "--json", "--no-login", "--timeout", "5", f"127.0.0.1:{server.port}")
+
+    assert run.result["verdict"] == "REFUSED", run.result["summary"]
+    assert "reset" in run.result["summary"] and "attempts)" in run.result["summary"]

@@ -13,7 +13,7 @@ def _one_line_usage_error(run, *expected: str) -> None:  # type: ignore[no-untyp
     assert run.code == 3, run
     assert run.stdout == ""
     lines = run.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("healthcheck: error: "), run.stderr
+    assert len(lines) == 1 and lines[0].startswith("trainguard: error: "), run.stderr
     for text in expected:
         assert text in lines[0]
 

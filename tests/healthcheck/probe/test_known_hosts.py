@@ -43,7 +43,7 @@ def test_cert_authority_revoked_and_corrupt_lines_never_crash_and_warn_once_each
     assert "matches known_hosts" in run.result["stages"][-2]["detail"]
     warnings = run.stderr.splitlines()
     assert [line.split(":")[3] for line in warnings] == ["5", "6", "7", "8"], warnings
-    assert all(line.startswith("healthcheck: warning: ") and "line ignored" in line for line in warnings)
+    assert all(line.startswith("trainguard: warning: ") and "line ignored" in line for line in warnings)
 
 
 def test_a_host_key_marked_revoked_is_critical_with_its_own_summary(server, run_cli) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import resource
 import stat
 import subprocess
 import sys
@@ -213,3 +215,26 @@ def test_watch_prints_one_line_per_state_change(server) -> None:
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  \S+  HEALTHY \(OK", lines[0])
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  \S+  HEALTHY -> HUNG \(CRITICAL", lines[1])
     assert watcher.returncode == 2
+
+
+def test_parallel_probes_are_capped_by_the_open_file_limit_as_on_a_macs_default(server) -> None:
+    """macOS's default limit is 256 open files; --parallel 1024 must not run out of them."""
+    limit = 64
+
+    def small_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "healthcheck", "probe", "--json", "--no-login", "--parallel", "1024"]
+        + [f"127.0.0.1:{server.port}"] * 80,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        preexec_fn=small_limit,
+        check=False,
+    )
+
+    verdicts = {result["verdict"] for result in json.loads(ran.stdout)["results"]}
+    assert verdicts == {"HEALTHY"}, ran.stdout[-2000:]
+    assert "probing 16 targets at once, not 1024: the open-file limit is 64 (raise it with ulimit -n)" in ran.stderr

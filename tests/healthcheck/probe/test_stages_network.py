@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+
+from tests.conftest import Run, Server
 
 BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
 SLACK = 0.5
@@ -196,3 +199,22 @@ def test_name_lookup_without_a_network_is_unknown_host(empty_namespace: str, run
 
     assert completed.returncode == 3, completed.stderr
     assert "UNKNOWN_HOST" in completed.stdout
+
+
+def test_a_reset_that_makes_tcp_nodelay_fail_is_a_reset_as_on_macos(
+    server: Server, monkeypatch: pytest.MonkeyPatch, run_cli: Callable[..., Run]
+) -> None:
+    """Darwin answers setsockopt(TCP_NODELAY) with EINVAL when the peer has already reset the connection."""
+    real = socket.socket.setsockopt
+
+    def darwin(sock: socket.socket, level: int, option: int, value: object) -> None:
+        if (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(sock, level, option, value)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(socket.socket, "setsockopt", darwin)
+
+    ran = run_cli("probe", "--json", "--no-login", "--timeout", "1", f"127.0.0.1:{server.port}")
+
+    assert ran.result["verdict"] == "REFUSED"  # the host answered; never UNREACHABLE
+    assert "reset" in ran.result["summary"]
