@@ -7,6 +7,7 @@ second that a plain probe should not pay.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -15,6 +16,8 @@ from healthcheck.errors import UsageError
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
+
+    from healthcheck.probe.canary import CanaryView
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class Lookup:
     seconds: float
     instance: Instance | None = None
     failure: str | None = None
+    # Asks the stack's SSH canary about the instance (CloudWatch), only when its port is silent from here;
+    # None where it cannot be asked.
+    canary: Callable[[], CanaryView | None] | None = None
 
 
 class LookupFailed(Exception):

@@ -7,16 +7,20 @@ not once per target. Each round asks EC2 again about the `i-` targets.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from healthcheck import contract
+from healthcheck.errors import UsageError
 from healthcheck.probe import ec2
 from healthcheck.probe.vitals import Thresholds
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
+    from healthcheck.probe.canary import CanaryView
     from healthcheck.probe.prober import Job, ProbeSettings
     from healthcheck.probe.verdict import Result
 
@@ -54,6 +58,7 @@ class Plan:
         self.parallel = parallel
         self.region = region
         self._ec2_client: EC2Client | None = None
+        self._cloudwatch: Any = None
 
     @classmethod
     def make(cls, request: Request) -> Plan:
@@ -97,7 +102,26 @@ class Plan:
             return self.jobs
         if self._ec2_client is None:
             self._ec2_client = ec2.make_client(self.region, self.settings.timeout, instance_ids)
-        lookups = ec2.look_up(self._ec2_client, instance_ids)
+        lookups = {
+            instance_id: replace(lookup, canary=functools.partial(self._canary_view, instance_id))
+            for instance_id, lookup in ec2.look_up(self._ec2_client, instance_ids).items()
+        }
         return [
             replace(job, lookup=lookups[job.target.instance_id]) if job.target.instance_id else job for job in self.jobs
         ]
+
+    def _canary_view(self, instance_id: str) -> CanaryView | None:
+        """What the stack's canary heard from the instance, or None when it cannot be asked (no canary data, no
+        rights to read CloudWatch, AWS unreachable): the probe then judges without it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from healthcheck.probe.canary import canary_client, read_canary
+
+        try:
+            if self._cloudwatch is None:
+                # A quarter of the budget: the port's silence has already cost half of it.
+                self._cloudwatch = canary_client(self.region, self.settings.timeout / 4)
+            view = read_canary(self._cloudwatch, [instance_id], datetime.now(timezone.utc))[instance_id]
+        except (BotoCoreError, ClientError, UsageError):
+            return None
+        return view if view.latest_at is not None else None

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypeVar
 
 import tenacity
@@ -50,6 +51,7 @@ from healthcheck.probe.verdict import Result, Stage, Verdict, conclude
 from healthcheck.probe.vitals import Thresholds, Vitals, parse_vitals, vitals_script
 
 if TYPE_CHECKING:
+    from healthcheck.probe.canary import CanaryView
     from healthcheck.probe.credentials import Keys, KnownHosts
 
 STAGE_SHARES = {"resolve": 0.25, "tcp": 0.5, "banner": 0.6, "auth": 0.8, "exec": 1.0}
@@ -330,12 +332,49 @@ def _explain_silent_port(
         )
     instance = lookup.instance if lookup else None
     if instance and instance.state == "running" and (instance.system_status, instance.instance_status) == ("ok", "ok"):
-        return StageFailed(
-            Verdict.HUNG,
-            f"{timed_out.detail}; the port is silent while EC2 reports {instance.instance_id} running with "
-            f"its status checks passing: {QUEUE_FULL} (or a security group or firewall dropping port {port})",
-        )
+        canary = lookup.canary() if lookup and lookup.canary else None
+        return silent_running_instance(timed_out.detail, instance.instance_id, port, canary, datetime.now(timezone.utc))
     return timed_out
+
+
+def silent_running_instance(
+    detail: str, instance_id: str, port: int, canary: CanaryView | None, now: datetime
+) -> StageFailed:
+    """A port silent from here on an instance EC2 calls healthy, judged by what the stack's canary heard (pure).
+
+    The canary samples sshd from inside the VPC: if it hears sshd, this address is what the security group
+    drops, and nothing needs a reboot; if it hears nothing either, sshd is frozen and the auto-reboot is on it.
+    """
+    where = f"{detail}; the port is silent while EC2 reports {instance_id} running with its status checks passing"
+    if canary is None:
+        return StageFailed(
+            Verdict.HUNG, f"{where}: {QUEUE_FULL} (or a security group or firewall dropping port {port})"
+        )
+    assert canary.latest_at is not None
+    age = f"{max(0, int((now - canary.latest_at).total_seconds()))}s ago"
+    if canary.heard_sshd(now):
+        return StageFailed(
+            Verdict.ADDRESS_NOT_ALLOWED,
+            f"{where}, and the stack's SSH canary, inside the VPC, heard sshd answer {age}: the host is fine, and "
+            "this address is not in trainguard:sshAllowedCidrs (its security group drops the packets)",
+        )
+    if canary.heard_nothing(now):
+        alarm = ""
+        if canary.alarm_state == "ALARM" and canary.alarm_since is not None:
+            alarm = (
+                f"; its SSH alarm has been in ALARM since {canary.alarm_since:%H:%M:%S} UTC, so the auto-reboot "
+                "function is acting on it (within about two minutes of the freeze) and will email you"
+            )
+        elif canary.alarm_state is not None:
+            alarm = f"; its SSH alarm is {canary.alarm_state}, and fires once enough samples fail"
+        return StageFailed(
+            Verdict.HUNG, f"{where}, and the stack's SSH canary heard no banner either ({age}): {QUEUE_FULL}{alarm}"
+        )
+    return StageFailed(
+        Verdict.HUNG,
+        f"{where}; the canary's newest sample is {age}, too old to tell: {QUEUE_FULL} (or a security group or "
+        f"firewall dropping port {port})",
+    )
 
 
 def _kernel_answer(family: int, address: str, port: int, timeout: float) -> str | None:

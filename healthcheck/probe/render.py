@@ -50,7 +50,7 @@ def details(results: Sequence[Result]) -> str:
         lines = [
             f"{printable(result.target)}: {result.verdict.value} ({result.status.name})",
             f"  What it means: {result.verdict.meaning}",
-            f"  Next step:     {result.verdict.next_step}",
+            f"  Next step:     {result.next_step}",
             "  Stages:",
         ]
         width = max(len(stage.name) for stage in result.stages) if result.stages else 0

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from healthcheck.probe.vitals import Thresholds, Vitals, breaches, describe
+from healthcheck.probe.vitals import Breach, Thresholds, Vitals, advice, breaches, describe
 from healthcheck.status import Status
 
 
@@ -35,8 +35,7 @@ class Verdict(enum.Enum):
         "DEGRADED",
         Status.WARNING,
         "SSH works, but a vital is past its threshold. Memory running out is how the incident's freeze began.",
-        "Log in now, while you still can: stop or shrink a job (or add swap) before the "
-        "host freezes, and copy results off the machine.",
+        "What to do depends on the vital: the result's next step names it.",
     )
     UNKNOWN_HOST = (
         "UNKNOWN_HOST",
@@ -72,9 +71,19 @@ class Verdict(enum.Enum):
         "is alive below userspace and frozen above it. This is the incident's "
         "signature; the likely cause is memory exhaustion (OOM thrashing) or a "
         "userspace freeze.",
-        "Do not wait for it to recover. Snapshot the volumes, save the console output "
-        "(aws ec2 get-console-output --latest), then reboot the instance "
-        "(aws ec2 reboot-instances).",
+        "Do not wait for it to recover. On a trainguard instance the auto-reboot function snapshots it, keeps "
+        "its console and reboots it within about two minutes of the freeze, and emails you: trainguard status "
+        "shows its alarm. To do it now: trainguard reboot INSTANCE_ID. Afterwards, the evidence: "
+        "trainguard pull DEST --postmortem.",
+    )
+    ADDRESS_NOT_ALLOWED = (
+        "ADDRESS_NOT_ALLOWED",
+        Status.UNKNOWN,
+        "The host answers SSH inside its VPC (the stack's canary hears it), but not from here: the instance's "
+        "security group does not admit this address. Nothing is wrong with the host.",
+        "Do not reboot it. Add this address to the stack's SSH ranges, then deploy: pulumi config set --path "
+        "'trainguard:sshAllowedCidrs[N]' \"$(curl -s https://checkip.amazonaws.com)/32\" && pulumi up "
+        "(N: the next free index).",
     )
     NOT_SSH = (
         "NOT_SSH",
@@ -128,7 +137,9 @@ class Verdict(enum.Enum):
         Status.CRITICAL,
         "Login worked, but one small command did not finish in time: the host is "
         "freezing, typically from memory pressure or a stalled disk.",
-        "Act now while a session still opens: kill the largest job, or snapshot and reboot.",
+        "Act now while a session still opens: trainguard launch --status on the instance shows each worker's "
+        "memory; stop the largest (trainguard launch --stop), or snapshot and reboot it: trainguard reboot "
+        "INSTANCE_ID.",
     )
     PROBE_ERROR = (
         "PROBE_ERROR",
@@ -162,6 +173,7 @@ class Result:
     stages: tuple[Stage, ...]
     vitals: Vitals
     ec2: dict[str, Any] | None = None
+    next_step: str = ""  # what to do: the verdict's advice, or, for DEGRADED, the advice for the vitals past
 
     @property
     def status(self) -> Status:
@@ -178,6 +190,7 @@ class Result:
             "stages": [stage.as_dict() for stage in self.stages],
             "vitals": self.vitals,
             "ec2": self.ec2,
+            "next_step": self.next_step,
         }
 
 
@@ -192,6 +205,7 @@ def conclude(
     ec2: dict[str, Any] | None = None,
 ) -> Result:
     """The verdict: the first failed stage's, else DEGRADED or HEALTHY by the vitals."""
+    past: tuple[Breach, ...] = ()
     if failure is not None:
         verdict, summary = failure
     elif not any(stage.name == "exec" for stage in stages):
@@ -199,7 +213,7 @@ def conclude(
     else:
         past = breaches(vitals, thresholds)
         verdict = Verdict.DEGRADED if past else Verdict.HEALTHY
-        summary = "; ".join(past) if past else describe(vitals)
+        summary = "; ".join(breach.text for breach in past) if past else describe(vitals)
     return Result(
         target=target,
         verdict=verdict,
@@ -208,4 +222,5 @@ def conclude(
         stages=stages,
         vitals=vitals,
         ec2=ec2,
+        next_step=advice(past) if past else verdict.next_step,
     )

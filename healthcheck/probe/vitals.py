@@ -79,23 +79,54 @@ class Thresholds:
     gpu_memory_max_percent: float = 95.0
 
 
-def breaches(vitals: Vitals, thresholds: Thresholds) -> tuple[str, ...]:
-    """One short phrase per vital past its threshold, in a stable order."""
-    found: list[str] = []
+# What to do about each kind of vital past its threshold: memory is how the incident began; load alone is not.
+ADVICE = {
+    "memory": "Memory is running out, which is how the incident's freeze began: stop or shrink a job now, while "
+    "you can log in (trainguard launch --status on the instance shows each worker's memory; the stack runs "
+    "without swap on purpose), and push the results (trainguard-push).",
+    "disk": "Free space on that disk: delete old checkpoints or move data to S3 (what is in /data/results is "
+    "pushed already), or grow the volume.",
+    "load": "The CPUs are overloaded (too many jobs or data-loader workers); memory is fine, so this is slowness, "
+    "not the incident: fewer data-loader workers, or fewer jobs at once.",
+    "gpu": "A GPU's memory is nearly full: a larger batch there will fail with out-of-memory; shrink it.",
+}
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One vital past its threshold: its kind (a key of ADVICE) and a short phrase."""
+
+    kind: str
+    text: str
+
+
+def breaches(vitals: Vitals, thresholds: Thresholds) -> tuple[Breach, ...]:
+    """Every vital past its threshold, in a stable order."""
+    found: list[Breach] = []
     mem = vitals.get("mem_available_percent")
     if mem is not None and mem < thresholds.mem_available_min_percent:
-        found.append(f"memory available {mem:.1f}% < {thresholds.mem_available_min_percent:g}%")
+        found.append(Breach("memory", f"memory available {mem:.1f}% < {thresholds.mem_available_min_percent:g}%"))
     for mount, disk in (vitals.get("disks") or {}).items():
         if disk["used_percent"] > thresholds.disk_used_max_percent:
-            found.append(f"disk {mount} {disk['used_percent']:.1f}% > {thresholds.disk_used_max_percent:g}%")
+            found.append(
+                Breach("disk", f"disk {mount} {disk['used_percent']:.1f}% > {thresholds.disk_used_max_percent:g}%")
+            )
     load = vitals.get("load_per_cpu")
     if load is not None and load > thresholds.load_per_cpu_max:
-        found.append(f"load per CPU {load:.2f} > {thresholds.load_per_cpu_max:g}")
+        found.append(Breach("load", f"load per CPU {load:.2f} > {thresholds.load_per_cpu_max:g}"))
     for gpu in vitals.get("gpus") or []:
         used = gpu.get("memory_used_percent")
         if used is not None and used > thresholds.gpu_memory_max_percent:
-            found.append(f"GPU {gpu['index']} memory {used:.1f}% > {thresholds.gpu_memory_max_percent:g}%")
+            found.append(
+                Breach("gpu", f"GPU {gpu['index']} memory {used:.1f}% > {thresholds.gpu_memory_max_percent:g}%")
+            )
     return tuple(found)
+
+
+def advice(found: tuple[Breach, ...]) -> str:
+    """What to do about the vitals past their thresholds, the most urgent first (memory before the rest)."""
+    kinds = sorted({breach.kind for breach in found}, key=list(ADVICE).index)
+    return " ".join(ADVICE[kind] for kind in kinds)
 
 
 def describe(vitals: Vitals) -> str:

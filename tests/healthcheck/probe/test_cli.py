@@ -10,7 +10,7 @@ import pytest
 
 from healthcheck.probe.verdict import Verdict
 
-RESULT_KEYS = {"target", "status", "verdict", "summary", "duration_s", "stages", "vitals", "ec2"}
+RESULT_KEYS = {"target", "status", "verdict", "summary", "duration_s", "stages", "vitals", "ec2", "next_step"}
 STAGE_KEYS = {"name", "ok", "seconds", "detail"}
 
 

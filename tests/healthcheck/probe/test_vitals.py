@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from healthcheck.probe.verdict import Stage, Verdict, conclude
-from healthcheck.probe.vitals import Thresholds, breaches, parse_vitals, vitals_script
+from healthcheck.probe.vitals import Breach, Thresholds, advice, breaches, parse_vitals, vitals_script
 
 OUTPUT = """\
 @loadavg
@@ -58,10 +58,19 @@ def test_every_section_is_parsed() -> None:
 
 def test_every_threshold_past_is_named() -> None:
     assert breaches(parse_vitals(OUTPUT), Thresholds()) == (
-        "memory available 5.0% < 10%",
-        "disk / 92.5% > 90%",
-        "GPU 0 memory 95.5% > 95%",
+        Breach("memory", "memory available 5.0% < 10%"),
+        Breach("disk", "disk / 92.5% > 90%"),
+        Breach("gpu", "GPU 0 memory 95.5% > 95%"),
     )
+
+
+def test_the_advice_fits_the_vital_memory_first_and_load_alone_is_not_called_memory() -> None:
+    load_only = advice((Breach("load", "load per CPU 3.00 > 2"),))
+    memory_and_disk = advice((Breach("disk", "disk / 92.5% > 90%"), Breach("memory", "memory available 5.0% < 10%")))
+
+    assert "overloaded" in load_only and "memory is fine" in load_only
+    assert "swap" not in load_only and "running out" not in load_only
+    assert memory_and_disk.startswith("Memory is running out") and "Free space on that disk" in memory_and_disk
 
 
 def test_thresholds_can_be_overridden() -> None:
@@ -69,7 +78,7 @@ def test_thresholds_can_be_overridden() -> None:
         mem_available_min_percent=1, disk_used_max_percent=99, load_per_cpu_max=1, gpu_memory_max_percent=99
     )
 
-    assert breaches(parse_vitals(OUTPUT), relaxed) == ("load per CPU 1.88 > 1",)
+    assert [breach.text for breach in breaches(parse_vitals(OUTPUT), relaxed)] == ["load per CPU 1.88 > 1"]
 
 
 def test_data_path_on_the_root_filesystem_is_not_a_second_disk() -> None:
