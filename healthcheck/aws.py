@@ -99,7 +99,8 @@ def client(
     config = Config(
         connect_timeout=limits.connect_s,
         read_timeout=limits.read_s,
-        retries={"max_attempts": limits.attempts, "mode": "standard"},
+        # total_max_attempts counts the first try; botocore's max_attempts would count only the retries after it.
+        retries={"total_max_attempts": limits.attempts, "mode": "standard"},
         max_pool_connections=limits.pool,
     )
     try:
