@@ -7,6 +7,7 @@ import resource
 from collections.abc import Callable
 
 from healthcheck.contract import is_instance_id
+from healthcheck.errors import UsageError
 
 
 def bounded(kind: Callable[[str], float], low: float, high: float, what: str) -> Callable[[str], float]:
@@ -45,3 +46,23 @@ def open_files_limit() -> int:
 def capped_by_open_files(requested: int, files_each: int, limit: int) -> int:
     """How many of `requested` concurrent tasks fit in `limit` open files, each task holding `files_each` (pure)."""
     return max(1, min(requested, (limit - RESERVED_FILES) // files_each))
+
+
+def add_watch_arguments(parser: argparse.ArgumentParser, each_round: str) -> None:
+    """--watch SECONDS and --rounds N, as every command that watches has them; `each_round` says what a round
+    prints."""
+    parser.add_argument(
+        "--watch",
+        type=bounded(float, 1, 86400, "--watch"),
+        metavar="SECONDS",
+        help=f"run again every SECONDS and print {each_round}, until Ctrl-C or SIGTERM",
+    )
+    parser.add_argument(
+        "--rounds", type=bounded(int, 1, 10**9, "--rounds"), metavar="N", help="with --watch, stop after N rounds"
+    )
+
+
+def check_watch_arguments(args: argparse.Namespace) -> None:
+    """--rounds only counts --watch rounds."""
+    if args.rounds is not None and args.watch is None:
+        raise UsageError("--rounds counts --watch rounds: add --watch SECONDS, or drop --rounds")

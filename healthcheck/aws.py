@@ -87,15 +87,15 @@ def client(
     region: str | None = None,
     limits: Limits = COMMAND_LIMITS,
     endpoint_url: str | None = None,
+    session: Any = None,
 ) -> Any:
     """A client whose every call is bounded by `limits`; a setup that cannot work is bad input naming `purpose`
-    (an infinitive: "to look up i-0123...")."""
-    import botocore.session
+    (an infinitive: "to look up i-0123..."). Clients made from one `session` (new_session()) share what botocore
+    loaded for the first: a command that needs several makes them faster."""
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, InvalidRegionError, NoRegionError
 
     chosen = region_of(region)
-    session: Any = None
     config = Config(
         connect_timeout=limits.connect_s,
         read_timeout=limits.read_s,
@@ -104,10 +104,7 @@ def client(
         max_pool_connections=limits.pool,
     )
     try:
-        session = botocore.session.Session()
-        # A listing of 1,000 objects spends most of its parsing in dateutil, one LastModified at a time; the AWS
-        # CLI swaps the parser the same way (awscli/customizations/scalarparse.py).
-        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+        session = session or new_session()
         made = session.create_client(service, region_name=chosen, endpoint_url=endpoint_url, config=config)
         if session.get_credentials() is None:
             raise no_credentials(purpose)
@@ -123,6 +120,17 @@ def client(
     except (BotoCoreError, ValueError, OSError) as error:
         raise UsageError(f"the AWS configuration cannot be used {purpose}: {error}") from None
     return made
+
+
+def new_session() -> Any:
+    """A botocore session whose clients parse timestamps fast."""
+    import botocore.session
+
+    session = botocore.session.Session()
+    # A listing of 1,000 objects spends most of its parsing in dateutil, one LastModified at a time; the AWS
+    # CLI swaps the parser the same way (awscli/customizations/scalarparse.py).
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return session
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ DESCRIPTION = (
 COMMAND_MODULES = {
     "probe": "healthcheck.probe.command",
     "demo": "healthcheck.probe.command",
+    "status": "healthcheck.overview.command",
     "reboot": "healthcheck.remediation.command",
     "launch": "healthcheck.guard.launch",
     "pull": "healthcheck.pull.command",

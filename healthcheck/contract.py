@@ -125,11 +125,17 @@ GUARD_CURSOR_FILE = "/var/lib/trainguard/guard.cursor"
 # Results under <instance-id>/, remediation evidence under postmortem/<instance-id>/, the bundle under its own.
 POSTMORTEM_PREFIX = "postmortem/"
 BUNDLE_PREFIX = "trainguard/bundle"
+# Each push that ends well writes this small record last, so `trainguard status` tells a push that stopped from
+# results that stopped changing: s3://<bucket>/<instance-id>/trainguard-push.json.
+PUSH_RECORD_NAME = "trainguard-push.json"
 
 # --- Alarms and claims ----------------------------------------------------------------------------------------
 ALARM_NAME_PREFIX = "trainguard-"
 SSH_ALARM_KEY = "ssh-unresponsive"
 HEARTBEAT_ALARM_KEY = "agent-heartbeat"
+# The stack's own alarms: the canary function failing, and `trainguard status --test-alarm`'s short-lived one.
+CANARY_ERRORS_ALARM_KEY = "ssh-canary-errors"
+TEST_ALARM_KEY = "test-alarm"
 # One-remediation claims in SSM Parameter Store; the function's role may write nothing else there.
 CLAIM_PATH = "/trainguard/claims"
 
@@ -145,6 +151,11 @@ def is_instance_id(text: object) -> TypeGuard[str]:
 def stack_alarm_prefix(stack: str) -> str:
     """What every alarm of one stack's instances is named with first: trainguard-<stack>-."""
     return f"{ALARM_NAME_PREFIX}{stack}-"
+
+
+def stack_alarm_name(stack: str, key: str) -> str:
+    """trainguard-<stack>-<alarm key>, for an alarm about the stack rather than one instance."""
+    return f"{stack_alarm_prefix(stack)}{key}"
 
 
 def instance_alarm_name(stack: str, instance_id: str, key: str) -> str:

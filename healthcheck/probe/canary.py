@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from healthcheck import aws, contract
+from healthcheck import aws, contract, metric_data
 
 # How far back the canary's samples are read, and how recent an answer must be to count: the canary samples
 # every 10 s by default; two minutes spans a missed invocation.
@@ -44,29 +44,22 @@ class CanaryView:
 def read_canary(cloudwatch: Any, instance_ids: list[str], now: datetime) -> dict[str, CanaryView]:
     """Every instance's newest SSHResponsive sample (one GetMetricData call) and its SSH alarm."""
     queries = [
-        {
-            "Id": f"canary{index}",
-            "MetricStat": {
-                "Metric": {
-                    "Namespace": contract.CANARY_NAMESPACE,
-                    "MetricName": contract.SSH_RESPONSIVE_METRIC,
-                    "Dimensions": [{"Name": contract.INSTANCE_DIMENSION, "Value": instance_id}],
-                },
-                "Period": SAMPLE_PERIOD_S,
-                "Stat": "Minimum",
-            },
-        }
+        metric_data.instance_query(
+            f"canary{index}",
+            contract.CANARY_NAMESPACE,
+            contract.SSH_RESPONSIVE_METRIC,
+            instance_id,
+            SAMPLE_PERIOD_S,
+            "Minimum",
+        )
         for index, instance_id in enumerate(instance_ids)
     ]
-    answer = cloudwatch.get_metric_data(
-        MetricDataQueries=queries, StartTime=now - LOOKBACK, EndTime=now, ScanBy="TimestampDescending"
-    )
-    newest: dict[str, tuple[datetime, float]] = {}
-    for series in answer.get("MetricDataResults", []):
-        instance_id = instance_ids[int(series["Id"].removeprefix("canary"))]
-        points = sorted(zip(series.get("Timestamps", []), series.get("Values", []), strict=False), reverse=True)
-        if points:
-            newest[instance_id] = (points[0][0], float(points[0][1]))
+    series = metric_data.newest_first(cloudwatch, queries, now - LOOKBACK, now)
+    newest = {
+        instance_id: series[f"canary{index}"][0]
+        for index, instance_id in enumerate(instance_ids)
+        if series[f"canary{index}"]
+    }
     views = {}
     for instance_id in instance_ids:
         alarms = cloudwatch.describe_alarms_for_metric(

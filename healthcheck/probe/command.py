@@ -12,7 +12,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from healthcheck import contract, watch
-from healthcheck.arguments import bounded, capped_by_open_files, open_files_limit
+from healthcheck.arguments import (
+    add_watch_arguments,
+    bounded,
+    capped_by_open_files,
+    check_watch_arguments,
+    open_files_limit,
+)
 from healthcheck.console import Console
 from healthcheck.errors import Interrupted, UsageError
 from healthcheck.probe.plan import DEFAULT_KNOWN_HOSTS, DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Plan, Request
@@ -106,18 +112,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     probe.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
     probe.add_argument("--no-login", action="store_true", help="stop after the banner stage (no key needed)")
-    probe.add_argument(
-        "--watch",
-        type=bounded(float, 1, 86400, "--watch"),
-        metavar="SECONDS",
-        help="probe every SECONDS and print one timestamped line per state change, until Ctrl-C or SIGTERM",
-    )
-    probe.add_argument(
-        "--rounds",
-        type=bounded(int, 1, 10**9, "--rounds"),
-        metavar="N",
-        help="with --watch, stop after N rounds",
-    )
+    add_watch_arguments(probe, "one timestamped line per state change")
     probe.add_argument(
         "--parallel",
         type=bounded(int, 1, 1024, "--parallel"),
@@ -181,8 +176,7 @@ def request_from(args: argparse.Namespace) -> Request:
 
 
 def run_probe(args: argparse.Namespace, console: Console) -> int:
-    if args.rounds is not None and args.watch is None:
-        raise UsageError("--rounds counts --watch rounds: add --watch SECONDS, or drop --rounds")
+    check_watch_arguments(args)
     parallel = capped_by_open_files(args.parallel, FILES_PER_PROBE, open_files_limit())
     if parallel < args.parallel:
         console.warn(

@@ -49,6 +49,7 @@ EVERY_AWS_COMMAND = pytest.mark.parametrize(
         ["reboot", "i-0123456789abcdef0", "--yes"],
         ["pull", "--bucket", "trainguard-results-test", "DEST"],
         ["drill", "i-0123456789abcdef0", "--yes"],
+        ["status", "--stack", "dev"],
     ],
     ids=lambda argv: argv[0],
 )
