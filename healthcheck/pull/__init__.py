@@ -1,1 +1,1 @@
-"""`python -m healthcheck pull`: results from the bucket to the laptop (source -> plan -> transfer -> render)."""
+"""`trainguard pull`: results from the bucket to the laptop (source -> plan -> transfer -> render)."""

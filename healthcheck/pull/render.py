@@ -1,17 +1,21 @@
-"""What a pull shows: a rich progress bar on a terminal, plain lines on a pipe, one summary line at the end.
+"""What a pull shows: a rich progress bar on a terminal, plain lines on a pipe, one summary line at the end, and
+what needs the user's eyes; or, with --json, one JSON object per round (schemas/pull.schema.json).
 
-rich is imported only when the output is a terminal.
+Keys come from the bucket, so anyone who can write there chooses them: each is
+shown escaped, as the probe shows what a server sends (an ESC or a CR in a key
+must not rewrite the user's terminal). rich is imported only when the output is
+a terminal.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from healthcheck.pull.plan import PullPlan
+from healthcheck.pull.plan import Aside, Download, PullPlan
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -30,10 +34,25 @@ class RoundResult:
     seconds: float
     failed: tuple[tuple[str, str], ...] = ()  # (key, why)
     skipped: int = 0
+    kept: int = 0  # local copies changed here while the bucket's did not: left as they are
+    set_aside: tuple[Download, ...] = ()  # downloads that landed away from their key's own path
+    manifest_error: str = ""  # why the manifest could not be saved
 
     @property
     def changed(self) -> bool:
-        return bool(self.new or self.updated or self.failed)
+        return bool(self.new or self.updated or self.needs_eyes)
+
+    @property
+    def needs_eyes(self) -> bool:
+        """Something the user should look at: a file that failed, one set aside, a manifest not saved (exit 1)."""
+        return bool(self.failed or self.set_aside or self.manifest_error)
+
+
+def shown(text: str) -> str:
+    """A key or a path as it may be printed: control and format characters escaped."""
+    from healthcheck.probe.render import printable
+
+    return printable(text)
 
 
 def human_bytes(count: int) -> str:
@@ -50,6 +69,10 @@ def summary_line(result: RoundResult) -> str:
         f"{result.new} new, {result.updated} updated, {result.unchanged} unchanged, "
         f"{human_bytes(result.bytes)} in {result.seconds:.1f} s"
     )
+    if result.kept:
+        line += f", {result.kept} changed here and kept"
+    if result.set_aside:
+        line += f", {len(result.set_aside)} set aside"
     if result.skipped:
         line += f", {result.skipped} skipped (not files to mirror)"
     if result.failed:
@@ -57,17 +80,78 @@ def summary_line(result: RoundResult) -> str:
     return line
 
 
-def failure_lines(failed: Sequence[tuple[str, str]]) -> list[str]:
-    return [f"  failed: {key}: {why}" for key, why in failed]
+def why_aside(download: Download) -> str:
+    if download.aside is Aside.TWIN:
+        other = f"{shown(download.beside)}'s" if download.beside else "another key's"
+        return f"this folder does not tell its name from {other}"
+    return f"a file of yours is at {shown(download.beside) if download.beside else 'its own name'}"
+
+
+def detail_lines(result: RoundResult) -> list[str]:
+    """What needs the user's eyes: each file set aside and why, each failure and why, a manifest not saved."""
+    lines = [
+        f"  set aside: {shown(item.remote.key)} -> {shown(item.target)} ({why_aside(item)})"
+        for item in result.set_aside
+    ]
+    lines += [f"  failed: {shown(key)}: {shown(why)}" for key, why in result.failed]
+    if result.manifest_error:
+        lines.append(
+            f"  the manifest could not be saved ({result.manifest_error}): the next pull looks at the files again"
+        )
+    return lines
+
+
+def timestamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def watch_line(at: datetime, result: RoundResult) -> str:
-    return f"{at.strftime('%Y-%m-%dT%H:%M:%SZ')} {summary_line(result)}"
+    return f"{timestamp(at)} {summary_line(result)}"
+
+
+def as_json(at: datetime, result: RoundResult) -> str:
+    """One round for programs, on one line (schemas/pull.schema.json, $defs/round)."""
+    return json.dumps(
+        {
+            "time": timestamp(at),
+            "exit_status": 1 if result.needs_eyes else 0,
+            "new": result.new,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+            "kept": result.kept,
+            "skipped": result.skipped,
+            "bytes": result.bytes,
+            "seconds": round(result.seconds, 3),
+            "set_aside": [
+                {
+                    "key": item.remote.key,
+                    "path": item.target,
+                    "reason": (item.aside or Aside.YOURS).value,
+                    "beside": item.beside or None,
+                }
+                for item in result.set_aside
+            ],
+            "failed": [{"key": key, "reason": why} for key, why in result.failed],
+            "manifest_error": result.manifest_error or None,
+        }
+    )
+
+
+def unreachable_json(at: datetime, message: str, exit_status: int) -> str:
+    """A round that could not list the bucket, for programs (schemas/pull.schema.json, $defs/unreachable)."""
+    return json.dumps({"time": timestamp(at), "exit_status": exit_status, "error": message})
 
 
 def plan_lines(plan: PullPlan) -> list[str]:
-    """--dry-run: what a pull would download."""
-    return [f"would download ({download.change.value}): {download.remote.key}" for download in plan.downloads]
+    """--dry-run: what a pull would download, and what it could not place."""
+    lines = []
+    for download in plan.downloads:
+        line = f"would download ({download.change.value}): {shown(download.remote.key)}"
+        if download.aside is not None:
+            line += f" -> {shown(download.target)} ({why_aside(download)})"
+        lines.append(line)
+    lines += [f"would fail: {shown(key)}: {shown(why)}" for key, why in plan.refused]
+    return lines
 
 
 class Reporter(Protocol):
@@ -101,7 +185,11 @@ class PlainLines(Quiet):
 
     def fetched(self, outcome: Fetched) -> None:
         if outcome.error is None:
-            print(f"{outcome.download.change.value}: {outcome.download.remote.key}", file=self._out, flush=True)
+            download = outcome.download
+            line = f"{download.change.value}: {shown(download.remote.key)}"
+            if download.aside is not None:
+                line += f" -> {shown(download.target)}"
+            print(line, file=self._out, flush=True)
 
 
 class ProgressBar:

@@ -31,8 +31,15 @@ PULUMI_TIMEOUT = 60.0
 BUCKET_NAME = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+# S3's answers that mean "not now" rather than "not this": worth another round, as a 5xx is.
+_BUSY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded"})
+
+
 class SourceUnavailable(Exception):
-    """The bucket could not be listed now (network, throttling): worth another round."""
+    """AWS could not be reached to list the bucket (the network, throttling, S3 answering 5xx): worth another
+    round, and its own exit status, apart from bad input's 3."""
+
+    exit_status = 4
 
 
 @dataclass(frozen=True)
@@ -134,10 +141,14 @@ def _pages(client: S3Client, bucket: str, prefix: str) -> list[ListObjectsV2Outp
         with aws.refusals_as_usage(f"to list s3://{bucket}/{prefix}"):
             return list(paginator.paginate(Bucket=bucket, Prefix=prefix))
     except ClientError as error:
-        if aws.error_code(error) == "NoSuchBucket":
+        code = aws.error_code(error)
+        if code == "NoSuchBucket":
             raise UsageError(f"bucket {bucket!r} does not exist: check --bucket or {BUCKET_VARIABLE}") from None
-        raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
-    except BotoCoreError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _BUSY_CODES or status >= 500:
+            raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
+        raise UsageError(f"S3 refused to list s3://{bucket}/{prefix}: {error}") from None
+    except BotoCoreError as error:  # no connection, a timeout, a reset: the network
         raise SourceUnavailable(f"could not list s3://{bucket}/{prefix}: {error}") from None
 
 

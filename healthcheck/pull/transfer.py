@@ -5,28 +5,37 @@ manager (s3transfer), in ranged parts; smaller ones are one GetObject in the
 download's own thread, which costs less CPU than the manager's hand-offs.
 So an interrupted pull (Ctrl-C, a lost network, kill -9) never leaves a
 truncated file under a real name; the next pull fetches that file again.
+A file is renamed into place only if what is there is still what the plan
+saw (nothing, or the pull's own copy): a file that appeared meanwhile stays.
 Transient errors are retried with backoff (tenacity) on top of botocore's own
-retries. s3transfer and tenacity are imported only by this module, which a
-pull imports only when there is something to download.
+retries. Every thread is a daemon: Ctrl-C on a stalled link abandons the
+requests in flight instead of waiting out their timeouts. s3transfer and
+tenacity are imported only by this module, which a pull imports only when
+there is something to download.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, IncompleteReadError, ReadTimeoutError
 from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError
+from s3transfer.futures import BaseExecutor
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from healthcheck.pull.plan import Download
+from healthcheck.pull.dest import part_name
+from healthcheck.pull.plan import Download, LocalFile
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,13 +51,17 @@ _TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown",
 
 def part_path(final: Path) -> Path:
     """The hidden name a download is written to before it is complete (a pull never mirrors *.part keys)."""
-    return final.with_name(f".{final.name}.part")
+    return final.with_name(part_name(final.name))
 
 
 @dataclass(frozen=True)
 class Fetched:
     download: Download
     error: str | None = None
+
+
+class LandingTaken(Exception):
+    """Something other than what the plan saw is now where a download was to land: it is left as it is."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -71,6 +84,62 @@ def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+class DaemonThreads(BaseExecutor):
+    """A thread pool, with the interface concurrent.futures and s3transfer expect, whose threads never keep the
+    process alive. ThreadPoolExecutor's threads are joined when the interpreter exits, so one read stalled on a
+    dead link would hold a Ctrl-C'd pull for its whole timeout (60 s, times botocore's attempts)."""
+
+    def __init__(self, max_workers: int | None = None, name: str = "pull") -> None:
+        self._max_workers = max_workers or 1
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None]
+        self._work = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to a pool that was shut down")
+            self._work.put((future, fn, args, kwargs))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+                thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def _serve(self) -> None:
+        while (job := self._work.get()) is not None:
+            future, fn, args, kwargs = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as error:  # noqa: BLE001 (result() raises it in the caller, as ThreadPoolExecutor's)
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+            del job, future, fn, args, kwargs
+            self._idle.release()
+        self._work.put(None)  # pass the stop on to the next thread
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        job = self._work.get_nowait()
+                        if job is not None:
+                            job[0].cancel()
+            self._work.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 class _KnownObject(BaseSubscriber):
     """Gives the transfer manager the listed size and ETag (no HEAD request; ranged GETs pinned to that ETag)
     and reports bytes as they arrive, taking them back when an attempt fails."""
@@ -91,7 +160,7 @@ class _KnownObject(BaseSubscriber):
 
 
 class Fetcher:
-    """Downloads files into DEST concurrently; stops cleanly, removing every `.part` file, when interrupted."""
+    """Downloads files into DEST concurrently; when interrupted, stops at once and removes every `.part` file."""
 
     def __init__(
         self, client: S3Client, bucket: str, dest: Path, parallel: int, on_bytes: Callable[[int], None]
@@ -102,40 +171,46 @@ class Fetcher:
         self._parallel = parallel
         self._on_bytes = on_bytes
         self._stopping = threading.Event()
+        self._in_flight: set[Path] = set()
+        self._in_flight_lock = threading.Lock()
 
     def fetch(self, downloads: Sequence[Download], tick: float = 5.0) -> Generator[Fetched | None, None, None]:
         """Yield each file's outcome as it ends, and None every `tick` seconds while files are in flight.
 
         Closing the iterator early (Ctrl-C in the caller) or an interrupt while
-        waiting cancels what is in flight and removes its `.part` files.
+        waiting drops what has not started, abandons what is in flight (its
+        threads are daemons, blocked perhaps on a dead link) and removes its
+        `.part` files.
         """
-        jobs = ThreadPoolExecutor(max_workers=self._parallel, thread_name_prefix="pull")
+        jobs = DaemonThreads(self._parallel)
+        config = TransferConfig(max_request_concurrency=self._parallel)
+        manager = TransferManager(self._client, config, executor_cls=DaemonThreads)
         try:
-            # Leaving the manager's context on an exception cancels what is in flight (its shutdown(cancel=True)
-            # passes its arguments in the wrong order in s3transfer 0.19, and fails).
-            with TransferManager(self._client, TransferConfig(max_request_concurrency=self._parallel)) as manager:
-                try:
-                    pending = {jobs.submit(self._fetch_one, manager, item) for item in downloads}
-                    while pending:
-                        done, pending = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
-                        if not done:
-                            yield None
-                        for future in done:
-                            yield future.result()
-                except BaseException:
-                    # Jobs not started are dropped; each job in flight removes its own .part file.
-                    self._stopping.set()
-                    jobs.shutdown(wait=False, cancel_futures=True)
-                    raise
-        finally:
-            jobs.shutdown(wait=True)
+            pending = {jobs.submit(self._fetch_one, manager, item) for item in downloads}
+            while pending:
+                done, pending = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
+                if not done:
+                    yield None
+                for future in done:
+                    yield future.result()
+        except BaseException:
+            self._stopping.set()
+            jobs.shutdown(wait=False, cancel_futures=True)
+            with self._in_flight_lock:
+                for part in self._in_flight:
+                    part.unlink(missing_ok=True)
+            raise
+        jobs.shutdown()
+        manager.shutdown()
 
     def _fetch_one(self, manager: TransferManager, download: Download) -> Fetched:
         remote = download.remote
-        final = self._dest / remote.key
+        final = self._dest / download.target
         part = part_path(final)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
+            with self._in_flight_lock:
+                self._in_flight.add(part)
             for attempt in Retrying(
                 stop=stop_after_attempt(ATTEMPTS),
                 wait=wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.5),
@@ -146,12 +221,18 @@ class Fetcher:
                 with attempt:
                     self._download_into(manager, part, download)
             os.utime(part, (remote.modified, remote.modified))
+            _check_landing(final, download)
             os.replace(part, final)
             return Fetched(download)
+        except LandingTaken as taken:
+            return Fetched(download, str(taken))
         except (BotoCoreError, ClientError, RetriesExceededError, S3DownloadFailedError, OSError) as error:
             return Fetched(download, describe(error))
         finally:
-            part.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a name too long for DEST fails above, and here again
+                part.unlink(missing_ok=True)
+            with self._in_flight_lock:
+                self._in_flight.discard(part)
 
     def _pause(self, seconds: float) -> None:
         """tenacity's backoff, cut short when the pull is interrupted."""
@@ -184,3 +265,15 @@ class Fetcher:
         except BaseException:
             self._on_bytes(-received)
             raise
+
+
+def _check_landing(final: Path, download: Download) -> None:
+    """Refuse to rename over anything but what the plan saw there: nothing, or the pull's own copy."""
+    try:
+        found = final.lstat()  # a symbolic link of the user's is theirs, wherever it points
+    except FileNotFoundError:
+        return
+    replaces = download.replaces
+    here = LocalFile(found.st_size, found.st_mtime, S_ISREG(found.st_mode))
+    if replaces is None or not here.is_copy(replaces.size, replaces.modified):
+        raise LandingTaken(f"a file appeared at {download.target} while the pull ran; it was left as it is: pull again")

@@ -1,10 +1,14 @@
-"""A results bucket in moto's server on 127.0.0.1, found by the CLI through AWS_ENDPOINT_URL, and a CLI runner."""
+"""A results bucket in moto's server on 127.0.0.1, found by the CLI through AWS_ENDPOINT_URL, a CLI runner, and
+destinations that behave as a user's may: case-folding (a Mac's), without locks (a network folder), small or
+read-only (a tmpfs)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,3 +68,52 @@ def local_files(root: Path) -> dict[str, bytes]:
         for path in root.rglob("*")
         if path.is_file() and not path.name.startswith(".")
     }
+
+
+def run_pull_in(cwd: Path, *arguments: str, timeout: float = 60, **popen: Any) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess started in `cwd`, with this test's environment."""
+    return subprocess.run(
+        pull_command(*arguments),
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **popen,
+    )
+
+
+@pytest.fixture
+def folding_dest(tmp_path: Path) -> Iterator[Path]:
+    """A folder that folds case and Unicode normalization as a Mac's APFS does (tests/support/foldfs.py)."""
+    from tests.support.foldfs import mounted, unavailable
+
+    if (why := unavailable()) is not None:
+        pytest.skip(why)
+    with mounted(tmp_path / "backing", tmp_path / "apfs-like") as mountpoint:
+        yield mountpoint
+
+
+@pytest.fixture
+def unlockable_dest(tmp_path: Path) -> Iterator[Path]:
+    """A folder whose files refuse flock(2) (EOPNOTSUPP), as a network folder without a lock manager does."""
+    from tests.support.foldfs import mounted, unavailable
+
+    if (why := unavailable()) is not None:
+        pytest.skip(why)
+    with mounted(tmp_path / "backing", tmp_path / "no-locks", refuse_flock=True) as mountpoint:
+        yield mountpoint
+
+
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (mount's notation: 1m) at `mountpoint`, for a disk that fills or turns read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)

@@ -1,4 +1,4 @@
-"""`python -m healthcheck pull` as a subprocess against moto's S3 server on loopback."""
+"""`trainguard pull` as a subprocess against moto's S3 server on loopback."""
 
 from __future__ import annotations
 
@@ -64,13 +64,12 @@ def test_second_pull_downloads_nothing(s3: S3, tmp_path: Path) -> None:
     assert (dest / INSTANCE_A / "metrics.csv").stat().st_ino == inode
 
 
-def test_a_changed_file_of_the_same_size_is_fetched_although_the_local_copy_is_newer(s3: S3, tmp_path: Path) -> None:
+def test_a_changed_file_of_the_same_size_is_fetched(s3: S3, tmp_path: Path) -> None:
     fill(s3, RESULTS)
     dest = tmp_path / "results"
     assert run_pull("--bucket", BUCKET, str(dest)).returncode == 0
     local = dest / INSTANCE_A / "metrics.csv"
-    os.utime(local, (time.time() + 3600, time.time() + 3600))  # what fools an mtime comparison
-    s3.put(f"{INSTANCE_A}/metrics.csv", b"epoch,loss\n1,0.4\n")
+    s3.put(f"{INSTANCE_A}/metrics.csv", b"epoch,loss\n1,0.4\n")  # the same size: only the ETag tells
 
     again = run_pull("--bucket", BUCKET, str(dest))
 
@@ -106,7 +105,7 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_run_completes(
     objects = RESULTS | {big_key: os.urandom(96 * 1024 * 1024)}
     fill(s3, objects)
     dest = tmp_path / "results"
-    part = dest / INSTANCE_A / "checkpoints" / ".big.pt.part"
+    part = dest / INSTANCE_A / "checkpoints" / ".big.pt.trainguard.part"
     pulling = subprocess.Popen(
         # One request at a time, so the big file is still arriving when the signal lands.
         pull_command("--bucket", BUCKET, "--parallel", "1", str(dest)),
@@ -153,7 +152,7 @@ def test_a_pull_whose_terminal_closes_keeps_what_it_fetched_and_exits_129(s3: S3
     objects = RESULTS | {big_key: os.urandom(96 * 1024 * 1024)}
     fill(s3, objects)
     dest = tmp_path / "results"
-    part = dest / INSTANCE_B / "zz" / ".big.pt.part"
+    part = dest / INSTANCE_B / "zz" / ".big.pt.trainguard.part"
     controller, terminal = pty.openpty()
     pulling = subprocess.Popen(
         pull_command("--bucket", BUCKET, "--parallel", "1", str(dest)),
@@ -182,7 +181,7 @@ def test_a_pull_whose_terminal_closes_keeps_what_it_fetched_and_exits_129(s3: S3
         pulling.kill()
 
     assert not list(dest.rglob("*.part"))
-    assert set(Destination(str(dest)).manifest()) == set(RESULTS)
+    assert set(Destination(str(dest)).manifest().entries) == set(RESULTS)
     assert local_files(dest) == RESULTS
 
 
@@ -191,7 +190,7 @@ def test_a_pull_started_under_nohup_survives_a_hangup(s3: S3, tmp_path: Path) ->
     objects = RESULTS | {big_key: os.urandom(48 * 1024 * 1024)}
     fill(s3, objects)
     dest = tmp_path / "results"
-    part = dest / INSTANCE_A / "checkpoints" / ".big.pt.part"
+    part = dest / INSTANCE_A / "checkpoints" / ".big.pt.trainguard.part"
     pulling = subprocess.Popen(
         ["nohup", *pull_command("--bucket", BUCKET, "--parallel", "1", str(dest))],
         cwd=REPO,
@@ -231,7 +230,7 @@ def test_instance_limits_the_scope_and_postmortem_adds_its_files(s3: S3, tmp_pat
     assert local_files(both) == RESULTS | postmortem_a | postmortem_b
 
 
-def test_a_file_that_cannot_be_written_fails_alone_and_is_listed(s3: S3, tmp_path: Path) -> None:
+def test_a_folder_where_a_file_belongs_stays_and_the_file_lands_beside_it(s3: S3, tmp_path: Path) -> None:
     fill(s3, RESULTS)
     dest = tmp_path / "results"
     (dest / INSTANCE_B / "log.txt").mkdir(parents=True)  # a directory where the file should go
@@ -239,9 +238,12 @@ def test_a_file_that_cannot_be_written_fails_alone_and_is_listed(s3: S3, tmp_pat
     pulled = run_pull("--bucket", BUCKET, str(dest))
 
     assert pulled.returncode == 1
-    assert f"failed: {INSTANCE_B}/log.txt:" in pulled.stdout
-    assert "3 new, 0 updated, 0 unchanged" in pulled.stdout
-    assert local_files(dest) == {key: body for key, body in RESULTS.items() if key != f"{INSTANCE_B}/log.txt"}
+    assert f"  set aside: {INSTANCE_B}/log.txt -> {INSTANCE_B}/log.from-bucket.txt (a file of yours is at " in (
+        pulled.stdout
+    )
+    assert "4 new, 0 updated, 0 unchanged" in pulled.stdout
+    assert (dest / INSTANCE_B / "log.txt").is_dir()
+    assert (dest / INSTANCE_B / "log.from-bucket.txt").read_bytes() == RESULTS[f"{INSTANCE_B}/log.txt"]
 
 
 def test_watch_prints_a_line_for_the_first_round_and_for_a_round_that_changed_something(s3: S3, tmp_path: Path) -> None:
@@ -302,7 +304,7 @@ def test_the_bucket_comes_from_the_environment_then_from_the_pulumi_stack(
     # The environment wins over the stack: it names a bucket that does not exist.
     assert from_environment.returncode == 3
     assert from_environment.stderr == (
-        "healthcheck: error: bucket 'no-such-bucket-here' does not exist: check --bucket or TRAINGUARD_BUCKET\n"
+        "trainguard: error: bucket 'no-such-bucket-here' does not exist: check --bucket or TRAINGUARD_BUCKET\n"
     )
 
 
@@ -314,7 +316,7 @@ def test_no_bucket_is_one_line_and_exit_3(aws_credentials: str, tmp_path: Path) 
 
     assert pulled.returncode == 3
     assert pulled.stderr == (
-        "healthcheck: error: no bucket: pass --bucket, set TRAINGUARD_BUCKET, "
+        "trainguard: error: no bucket: pass --bucket, set TRAINGUARD_BUCKET, "
         "or run in the Pulumi project with its stack selected\n"
     )
 
@@ -324,7 +326,7 @@ def test_no_credentials_is_one_line_and_exit_3(tmp_path: Path) -> None:
     pulled = run_pull("--bucket", BUCKET, str(tmp_path / "results"))
 
     assert pulled.returncode == 3
-    assert pulled.stderr.startswith("healthcheck: error: no AWS credentials to read the results bucket: ")
+    assert pulled.stderr.startswith("trainguard: error: no AWS credentials to read the results bucket: ")
     assert len(pulled.stderr.splitlines()) == 1
 
 
@@ -335,7 +337,7 @@ def test_a_profile_that_does_not_exist_is_one_line_and_exit_3(tmp_path: Path) ->
 
     assert pulled.returncode == 3
     assert pulled.stderr.startswith(
-        "healthcheck: error: the AWS configuration cannot be used to read the results bucket: "
+        "trainguard: error: the AWS configuration cannot be used to read the results bucket: "
     )
     assert "no-such-profile" in pulled.stderr
     assert len(pulled.stderr.splitlines()) == 1
@@ -347,6 +349,7 @@ def test_a_profile_that_does_not_exist_is_one_line_and_exit_3(tmp_path: Path) ->
         (["--bucket", "Not_A_Bucket"], "is not an S3 bucket name"),
         (["--bucket", BUCKET, "--instance", "i-nothex"], "is not an instance id"),
         (["--bucket", BUCKET, "--watch", "0"], "--watch must be between 1 and 86400"),
+        (["--bucket", BUCKET, "--dry-run", "--watch", "5"], "--dry-run lists once what a pull would do"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_3(
