@@ -193,7 +193,23 @@ def test_the_region_comes_from_the_metadata_service_when_unset(s3: S3, instance:
     [
         ({}, [], "no bucket: set TRAINGUARD_BUCKET"),
         ({"TRAINGUARD_BUCKET": BUCKET, "TRAINGUARD_INSTANCE_ID": "i-../x"}, [], "is not one like i-0123456789abcdef0"),
-        ({"TRAINGUARD_BUCKET": BUCKET}, ["--wait", "soon"], "--wait needs a number of seconds"),
+        ({"TRAINGUARD_BUCKET": BUCKET, "TRAINGUARD_INSTANCE_ID": "i-0"}, [], "is not one like i-0123456789abcdef0"),
+        (
+            {"TRAINGUARD_BUCKET": BUCKET, "TRAINGUARD_INSTANCE_ID": "i-0123456789abcdef00"},
+            [],
+            "is not one like i-0123456789abcdef0",
+        ),
+        ({"TRAINGUARD_BUCKET": "my bucket"}, [], "'my bucket' is not an S3 bucket name"),
+        ({"TRAINGUARD_BUCKET": "ab"}, [], "'ab' is not an S3 bucket name"),
+        ({"TRAINGUARD_BUCKET": "x" * 64}, [], "is not an S3 bucket name"),
+        ({"TRAINGUARD_BUCKET": "two..dots"}, [], "'two..dots' is not an S3 bucket name"),
+        ({"TRAINGUARD_BUCKET": BUCKET}, ["--wait", "soon"], "--wait needs whole seconds from 0 to 86400"),
+        # A number flock cannot hold failed at once, blaming a lock that was free.
+        ({"TRAINGUARD_BUCKET": BUCKET}, ["--wait", "1e20"], "--wait needs whole seconds from 0 to 86400"),
+        ({"TRAINGUARD_BUCKET": BUCKET}, ["--wait", "1" + "0" * 20], "--wait needs whole seconds from 0 to 86400"),
+        # `timeout 0` turns the timeout off.
+        ({"TRAINGUARD_BUCKET": BUCKET}, ["--timeout", "0"], "--timeout needs whole seconds from 1 to 86400"),
+        ({"TRAINGUARD_BUCKET": BUCKET}, ["--timeout", "86401"], "--timeout needs whole seconds from 1 to 86400"),
         ({"TRAINGUARD_BUCKET": BUCKET}, ["--later"], "unknown argument --later"),
     ],
 )
@@ -252,4 +268,86 @@ def test_a_root_push_from_a_training_script_moves_itself_into_system_slice(
     # The caller's settings travel into the unit, and the unit's push does not move again.
     assert f"--setenv=TRAINGUARD_INSTANCE_ID={INSTANCE_A}" in arguments
     assert "--setenv=TRAINGUARD_PUSH_IN_SLICE=1" in arguments
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
+
+
+# --- Hostile names and numbers of files -------------------------------------------------------------------------
+
+
+def test_a_recent_file_named_with_a_leading_dash_waits_alone(s3: S3, instance: Path) -> None:
+    """The CLI read `--exclude -x.csv` as an option: every push failed while such a file was being written."""
+    results = instance / "results"
+    write(results / "metrics.csv", b"1", age=120)
+    write(results / "-settled.csv", b"2", age=120)
+    write(results / "-x.csv", b"being written")
+
+    pushed = push(instance, TRAINGUARD_BUCKET=BUCKET)
+    now = push(instance, "--now", TRAINGUARD_BUCKET=BUCKET)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert "1 file(s) modified in the last 30s wait" in pushed.stdout
+    assert now.returncode == 0, now.stderr
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv", f"{INSTANCE_A}/-settled.csv", f"{INSTANCE_A}/-x.csv"}
+
+
+def test_a_recent_file_with_a_newline_in_its_name_holds_back_itself_not_others(s3: S3, instance: Path) -> None:
+    results = instance / "results"
+    write(results / "a", b"settled a", age=120)
+    write(results / "b", b"settled b", age=120)
+    write(results / "a\nb", b"being written")
+
+    pushed = push(instance, TRAINGUARD_BUCKET=BUCKET)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert "1 file(s) modified in the last 30s wait" in pushed.stdout
+    assert remote_keys(s3) == {f"{INSTANCE_A}/a", f"{INSTANCE_A}/b"}
+
+
+def test_a_name_that_is_not_utf8_is_told_and_the_rest_is_pushed(s3: S3, instance: Path) -> None:
+    results = instance / "results"
+    write(results / "metrics.csv", b"1", age=120)
+    write(Path(os.fsdecode(bytes(results) + b"/bad\xffname.csv")), b"latin-1 name", age=120)
+
+    pushed = push(instance, TRAINGUARD_BUCKET=BUCKET)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
+    assert pushed.stderr == (
+        "trainguard-push: not pushed, as their names are not UTF-8 (S3 keys must be): rename them\n  bad\\377name.csv\n"
+    )
+
+
+def seconds_to_push(instance: Path) -> float:
+    started = time.monotonic()
+    pushed = push(instance, TRAINGUARD_BUCKET=BUCKET)
+    assert pushed.returncode == 0, pushed.stderr
+    return time.monotonic() - started
+
+
+def test_thousands_of_recent_files_cost_the_push_no_more_than_a_few_processes(s3: S3, instance: Path) -> None:
+    """The exclude list forked once per recent file and grew quadratically: 3,000 recent files took 28 s."""
+    results = instance / "results"
+    write(results / "metrics.csv", b"1", age=120)
+    baseline = seconds_to_push(instance)
+    for number in range(3_000):
+        write(results / "shards" / f"shard-{number:05d}.bin", b"x")
+
+    with_recent = seconds_to_push(instance)
+
+    assert with_recent - baseline < 5.0, f"3,000 recent files added {with_recent - baseline:.1f} s"
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
+
+
+def test_hundreds_of_long_recent_paths_fit_in_no_argument_list(s3: S3, instance: Path) -> None:
+    """700 recent files 3,400 bytes deep made an exclude list past the kernel's limit: "Argument list too long"."""
+    results = instance / "results"
+    write(results / "metrics.csv", b"1", age=120)
+    deep = results.joinpath(*(f"{level:02d}" + "d" * 198 for level in range(16)))
+    for number in range(700):
+        write(deep / (f"{number:03d}" + "f" * 197), b"x")
+
+    pushed = push(instance, TRAINGUARD_BUCKET=BUCKET)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert "700 file(s) modified in the last 30s wait" in pushed.stdout
     assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
