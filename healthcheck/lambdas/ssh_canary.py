@@ -11,7 +11,7 @@ Samples land on fixed wall-clock slots, every TRAINGUARD_CANARY_INTERVAL_SECONDS
 unevenly EventBridge starts the invocation; an invocation samples the slots of
 the minute after it starts (`samples` of them), stopping early when the
 Lambda's remaining time runs short. Each sample runs the probe's banner stage
-(the code behind `python -m healthcheck probe --no-login`, standard library
+(the code behind `trainguard probe --no-login`, standard library
 only) against every target at once. Trainguard/SSHResponsive (1 or 0) per
 InstanceId, at one-second resolution, goes to CloudWatch through the VPC
 endpoint named by TRAINGUARD_MONITORING_ENDPOINT: a round with an unresponsive
@@ -19,7 +19,11 @@ target at once, healthy rounds together at the end of the invocation (one
 request a minute instead of six; the alarm only waits for zeros).
 
 A malformed event never makes the handler raise: each bad target or value is
-logged and left out, and the valid targets are sampled.
+logged and left out, and the valid targets are sampled. A wrong setting of the
+function itself (an interval that is not one of INTERVALS_S, a port out of
+range) publishes nothing, since an interval of 0.001 s would report every
+healthy host silent and reboot it: the handler logs it and raises, so the
+canary's Errors alarm emails a person.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +44,9 @@ from healthcheck import aws, contract
 from healthcheck.probe.stages import check_banner
 
 DEFAULT_INTERVAL_S = 10
+# The intervals the canary samples at (infra.detection offers these): whole seconds that divide a minute, long
+# enough for a banner to arrive within half of one.
+INTERVALS_S = (10, 20, 30, 60)
 # A sample must be decided well inside its interval, so samples never overlap.
 PROBE_SHARE_OF_INTERVAL = 0.5
 # Time kept back at the end of an invocation to publish and return.
@@ -55,6 +63,10 @@ PUBLISH_LIMITS = aws.Limits(connect_s=2.0, read_s=5.0, attempts=2)
 
 log = logging.getLogger("trainguard.ssh_canary")
 log.setLevel(logging.INFO)
+
+
+class CanaryConfigError(ValueError):
+    """The function's own settings are wrong; the message names the variable and what it must be."""
 
 
 @dataclass(frozen=True)
@@ -206,15 +218,20 @@ class Canary:
 
 
 def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str, Any]:
-    """Sample the event's targets and publish; raises only if it cannot publish."""
+    """Sample the event's targets and publish; raises only if it cannot publish, or its settings are wrong."""
     if canary is None:
+        try:
+            settings = _settings(os.environ)
+        except CanaryConfigError as error:
+            log.error(json.dumps({"event": "trainguard.canary.misconfigured", "problem": str(error)}))  # noqa: TRY400
+            raise
         cloudwatch = aws.client(
             "cloudwatch",
             purpose="to publish the canary's samples",
             limits=PUBLISH_LIMITS,
             endpoint_url=os.environ.get(contract.MONITORING_ENDPOINT_VARIABLE) or None,
         )
-        canary = Canary(cloudwatch, **_settings(os.environ))
+        canary = Canary(cloudwatch, **settings)
     targets, samples, problems = parse_event(event, canary.port, canary.samples_per_minute)
     for problem in problems:
         log.warning(json.dumps({"event": "trainguard.canary.bad_input", "problem": problem}))
@@ -242,7 +259,16 @@ def handler(event: Any, context: Any, canary: Canary | None = None) -> dict[str,
 
 
 def _settings(environ: Mapping[str, str]) -> dict[str, Any]:
-    return {
-        "interval": float(environ.get(contract.CANARY_INTERVAL_VARIABLE, DEFAULT_INTERVAL_S)),
-        "port": int(environ.get(contract.SSH_PORT_VARIABLE, "22")),
-    }
+    """The interval and port from the environment, or CanaryConfigError naming the bad one."""
+    interval = environ.get(contract.CANARY_INTERVAL_VARIABLE, str(DEFAULT_INTERVAL_S)).strip()
+    if interval not in {str(allowed) for allowed in INTERVALS_S}:
+        raise CanaryConfigError(
+            f"{contract.CANARY_INTERVAL_VARIABLE}={interval[:20]!r}: expected one of "
+            f"{', '.join(map(str, INTERVALS_S))} (seconds); nothing was published"
+        )
+    port = environ.get(contract.SSH_PORT_VARIABLE, "22").strip()
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise CanaryConfigError(
+            f"{contract.SSH_PORT_VARIABLE}={port[:20]!r}: expected a port from 1 to 65535; nothing was published"
+        )
+    return {"interval": float(interval), "port": int(port)}

@@ -1,11 +1,16 @@
-"""The remediation sequence, shared by the auto-reboot Lambda and `python -m healthcheck reboot`.
+"""The remediation sequence, shared by the auto-reboot Lambda and `trainguard reboot`.
 
-Claim the instance (one remediation per instance per grace period), snapshot
-every EBS volume (crash-consistent across volumes), keep the console, reboot
-(or stop, to start again when EC2 says it stopped), record it on the instance,
-arrange to look again when the grace period ends, and tell a person. A failed
-step is reported and the sequence goes on: a missing snapshot must not keep a
-hung instance down.
+Claim the instance (one remediation per instance per grace period), keep the
+console, snapshot every EBS volume (crash-consistent across volumes), store the
+post-mortem, reboot (or stop, to start again when EC2 says it stopped), record
+it on the instance, arrange to look again when the grace period ends, tell a
+person, and release the claim. A failed step is reported and the sequence goes
+on: a missing snapshot must not keep a hung instance down.
+
+In the Lambda the evidence shares the invocation's time (Invocation): each
+piece is taken only if, after it at its worst, the recovery call and its
+record still fit. The console output comes first (it is worth most and costs
+one call), the screenshot last.
 
 I/O goes through injected clients and an injected clock; boto3 clients are
 created on first use, never at import.
@@ -17,7 +22,8 @@ import base64
 import contextlib
 import functools
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +40,7 @@ from healthcheck.remediation.policy import (
     at_expression,
     claim_name,
     decide,
+    decode_history,
     encode_history,
     fingerprint,
     is_agent_heartbeat,
@@ -55,6 +62,15 @@ class Clients:
         self._region = region
         self._limits = limits
         self._injected = injected
+
+    @property
+    def region(self) -> str | None:
+        return self._region
+
+    @property
+    def worst_call_s(self) -> float:
+        """The longest one call can take: see worst_call_s."""
+        return worst_call_s(self._limits)
 
     def _client(self, service: str) -> Any:
         if service not in self._injected:
@@ -88,6 +104,41 @@ class Clients:
         return self._client("cloudwatch")
 
 
+# botocore's standard retry mode waits at most 1 s before the first retry, doubling, never more than 20 s
+# (botocore/retries/standard.py, ExponentialBackoff; newer botocore waits 50 ms unless throttled).
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 20.0
+
+
+def worst_call_s(limits: aws.Limits) -> float:
+    """The longest one call can take: every attempt to its connect and read timeouts, and the backoff between."""
+    backoff = sum(min(FIRST_BACKOFF_S * 2.0**retry, MAX_BACKOFF_S) for retry in range(limits.attempts - 1))
+    return limits.attempts * (limits.connect_s + limits.read_s) + backoff
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The Lambda invocation a remediation runs in: its request id and the seconds it has left.
+
+    Lambda's retries of an invocation that failed (a timeout) keep its request
+    id, so a retry knows the claim its first attempt made. Outside Lambda (the
+    CLI): no id, and no limit.
+    """
+
+    request_id: str | None = None
+    remaining_s: Callable[[], float] = lambda: math.inf
+
+    @classmethod
+    def of(cls, context: Any) -> Invocation:
+        """From the Lambda context (None, or anything without its methods, is no invocation)."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        request = getattr(context, "aws_request_id", None)
+        return cls(
+            request_id=request if isinstance(request, str) and request else None,
+            remaining_s=(lambda: remaining() / 1000) if callable(remaining) else (lambda: math.inf),
+        )
+
+
 class InstanceNotFound(LookupError):
     """The instance id names no instance (bad input for the CLI)."""
 
@@ -97,8 +148,17 @@ SSH_LOOKBACK = timedelta(minutes=5)
 SSH_PERIOD_S = 10
 # Abandoned claims (holder died before recording) to step over before giving up the race.
 MAX_STALE_CLAIMS = 3
-# A claim holds at least this long, even with no grace period: longer than a remediation takes (60 s Lambda).
+# A claim holds at least this long, even with no grace period: longer than a remediation takes (the function's
+# timeout, two minutes).
 CLAIM_HELD_AT_LEAST = timedelta(minutes=5)
+# What must still fit once the evidence is taken: the recovery call (reboot or stop) and its record.
+RESERVED_CALLS = 2
+# Claims older than this are litter whoever made them: no holder or racer can still be running (the sweep).
+CLAIM_LITTER_AGE = timedelta(days=1)
+# Parameter Store deletes at most 10 names per DeleteParameters, and lists at most 10 per page.
+SSM_BATCH = 10
+# Pages one listing may read (claims, snapshots): a sweep ends, and the next day's goes on.
+MAX_PAGES = 50
 
 
 @dataclass
@@ -107,6 +167,7 @@ class Remediator:
     clients: Clients
     clock: Clock = field(default=lambda: datetime.now(timezone.utc))
     on_step: Callable[[Step], None] = lambda step: None
+    invocation: Invocation = field(default_factory=Invocation)
 
     def facts(self, instance_id: str) -> InstanceFacts:
         """State, launch time, tags and instance-store presence, read now."""
@@ -169,6 +230,7 @@ class Remediator:
             fingerprint=event_fingerprint,
             at=_stamp(now),
             availability_zone=facts.availability_zone,
+            region=self.settings.region or self.clients.region,
         )
         if dry_run:
             return outcome
@@ -177,14 +239,15 @@ class Remediator:
             self._look_again(outcome, facts, now, steps)
             return self._tell(outcome, steps) if decision.verdict.emails else replace(outcome, steps=tuple(steps))
         claim_steps: list[Step] = []
-        if not self._claim(outcome, facts, now, claim_steps):
+        won, claim = self._claim(outcome, facts, now, claim_steps)
+        if not won:
             return replace(
                 outcome,
                 decision=Decision(Verdict.SKIP_CLAIMED, "another alarm claimed this instance's remediation first"),
             )
         if decision.verdict is Verdict.GIVE_UP:
-            return self._finish(outcome, facts, claim_steps, Action.GAVE_UP)
-        return self._remediate(outcome, facts, claim_steps)
+            return self._finish(outcome, facts, claim_steps, Action.GAVE_UP, claim)
+        return self._remediate(outcome, facts, claim_steps, claim)
 
     def handle_stopped(self, instance_id: str) -> Step | None:
         """Start a managed instance that trainguard stopped; any other stopped instance is left alone."""
@@ -202,7 +265,7 @@ class Remediator:
                 TopicArn=self.settings.topic_arn,
                 Subject=f"trainguard: started {instance_id} again",
                 Message=f"{instance_id} stopped as requested and was started again at {_stamp(self.clock())}.\n"
-                f"Next: python -m healthcheck probe {instance_id}\n",
+                f"Next: trainguard probe {instance_id}{self._region_option()}\n",
             )
         return step
 
@@ -213,20 +276,23 @@ class Remediator:
                 TopicArn=self.settings.topic_arn,
                 Subject=f"trainguard: could not handle {what} for {instance_id}"[:MAX_SUBJECT],
                 Message=f"{what} for {instance_id}: {type(error).__name__}: {error}\n"
-                f"Look at the instance: python -m healthcheck probe {instance_id}\n",
+                f"Look at the instance: trainguard probe {instance_id}{self._region_option()}\n",
             )
 
-    def _remediate(self, outcome: Outcome, facts: InstanceFacts, steps: list[Step]) -> Outcome:
-        snapshot_ids = self._snapshot(outcome, steps)
-        postmortem, console = self._keep_console(outcome, steps)
-        outcome = replace(
-            outcome,
-            snapshot_ids=snapshot_ids,
-            postmortem=postmortem,
-            console_tail=console,
-        )
-        self._run(steps, *self._recovery_call(outcome))
-        return self._finish(outcome, facts, steps, outcome.decision.action or Action.REBOOT)
+    def _region_option(self) -> str:
+        """` --region R` for the commands an email prints, when the region is known."""
+        region = self.settings.region or self.clients.region
+        return f" --region {region}" if region else ""
+
+    def _remediate(self, outcome: Outcome, facts: InstanceFacts, steps: list[Step], claim: str | None) -> Outcome:
+        """The evidence, most valuable first and each only while the recovery still fits, then the recovery."""
+        recovery, call = self._recovery_call(outcome)
+        console = self._console(outcome, recovery, steps)
+        outcome = replace(outcome, console_tail=tuple(console.splitlines()[-CONSOLE_LINES:]) if console else ())
+        outcome = replace(outcome, snapshot_ids=self._snapshot(outcome, recovery, steps))
+        outcome = replace(outcome, postmortem=self._store_postmortem(outcome, console, recovery, steps))
+        self._run(steps, recovery, call)
+        return self._finish(outcome, facts, steps, outcome.decision.action or Action.REBOOT, claim)
 
     def _recovery_call(self, outcome: Outcome) -> tuple[str, Callable[[], str]]:
         iid = outcome.instance_id
@@ -246,11 +312,18 @@ class Remediator:
 
         return "reboot", reboot
 
-    def _finish(self, outcome: Outcome, facts: InstanceFacts, steps: list[Step], action: Action) -> Outcome:
+    def _finish(
+        self, outcome: Outcome, facts: InstanceFacts, steps: list[Step], action: Action, claim: str | None
+    ) -> Outcome:
         entry = Entry(self.clock(), action, outcome.fingerprint)
-        self._run(steps, "record", lambda: self._record(outcome.instance_id, (*facts.history, entry)))
+        recorded = self._run(steps, "record", lambda: self._record(outcome.instance_id, (*facts.history, entry)))
         self._look_again(outcome, facts, self.clock(), steps)
-        return self._tell(outcome, steps)
+        told = self._tell(outcome, steps)
+        # Recorded: the history has moved on, and with it every claim's name, so the claims can go. Not recorded:
+        # this claim is all that stops a second remediation inside the grace period, so it stays.
+        if self._fits(1):
+            self._tidy_claims(outcome.instance_id, keep=None if recorded else claim)
+        return told
 
     def _tell(self, outcome: Outcome, steps: list[Step]) -> Outcome:
         outcome = replace(outcome, steps=tuple(steps))
@@ -260,8 +333,36 @@ class Remediator:
             self._skip(steps, "email", f"no topic configured ({contract.TOPIC_ARN_VARIABLE}, --topic-arn)")
         return replace(outcome, steps=tuple(steps))
 
-    def _snapshot(self, outcome: Outcome, steps: list[Step]) -> tuple[str, ...]:
+    def _fits(self, calls: int) -> bool:
+        """Whether `calls` more calls, each at its worst, still leave the recovery call and its record their time."""
+        worst = self.clients.worst_call_s
+        return self.invocation.remaining_s() - calls * worst >= RESERVED_CALLS * worst
+
+    def _evidence(
+        self, steps: list[Step], name: str, calls: int, recovery: str, action: Callable[[], str], failure_note: str
+    ) -> bool:
+        """One piece of evidence, taken only if it fits in the time the recovery leaves (see _fits)."""
+        if not self._fits(calls):
+            left = self.invocation.remaining_s()
+            self._skip(steps, name, f"not taken: {left:.0f}s of the function's time left, kept for the {recovery}")
+            return False
+        return self._run(steps, name, action, failure_note=failure_note)
+
+    def _console(self, outcome: Outcome, recovery: str, steps: list[Step]) -> str:
+        found: dict[str, str] = {}
+
+        def fetch() -> str:
+            # botocore decodes the base64 console output itself.
+            text = self.clients.ec2.get_console_output(InstanceId=outcome.instance_id, Latest=True).get("Output", "")
+            found["text"] = text
+            return f"{len(text.splitlines())} lines"
+
+        self._evidence(steps, "console output", 1, recovery, fetch, "no console output kept")
+        return found.get("text", "")
+
+    def _snapshot(self, outcome: Outcome, recovery: str, steps: list[Step]) -> tuple[str, ...]:
         found: dict[str, tuple[str, ...]] = {}
+        expires = (self.clock() + self.settings.evidence_retention).strftime("%Y-%m-%d")
 
         def create() -> str:
             response = self.clients.ec2.create_snapshots(
@@ -275,63 +376,77 @@ class Remediator:
                             {"Key": contract.SNAPSHOT_ALARM_TAG_KEY, "Value": outcome.trigger.name[:256]},
                             {"Key": contract.SNAPSHOT_REASON_TAG_KEY, "Value": outcome.decision.reason[:256]},
                             {"Key": contract.SNAPSHOT_INSTANCE_TAG_KEY, "Value": outcome.instance_id},
+                            {"Key": contract.SNAPSHOT_SOURCE_TAG_KEY, "Value": contract.REMEDIATION_SNAPSHOT_SOURCE},
+                            {"Key": contract.SNAPSHOT_EXPIRES_TAG_KEY, "Value": expires},
                         ],
                     }
                 ],
             )
             found["ids"] = tuple(snapshot["SnapshotId"] for snapshot in response["Snapshots"])
-            return f"{len(found['ids'])} snapshot(s): {', '.join(found['ids'])}"
+            return f"{len(found['ids'])} snapshot(s), kept until {expires}: {', '.join(found['ids'])}"
 
-        self._run(steps, "snapshot", create, failure_note="recovering anyway, without a snapshot")
+        self._evidence(steps, "snapshot", 1, recovery, create, "recovering anyway, without a snapshot")
         return found.get("ids", ())
 
-    def _keep_console(self, outcome: Outcome, steps: list[Step]) -> tuple[str | None, tuple[str, ...]]:
-        console: dict[str, Any] = {}
-
-        def fetch() -> str:
-            # botocore decodes the base64 console output itself.
-            text = self.clients.ec2.get_console_output(InstanceId=outcome.instance_id, Latest=True).get("Output", "")
-            console["tail"] = tuple(text.splitlines()[-CONSOLE_LINES:])
-            console["text"] = text
-            return f"{len(text.splitlines())} lines"
-
-        self._run(steps, "console output", fetch, failure_note="no console output kept")
+    def _store_postmortem(self, outcome: Outcome, console: str, recovery: str, steps: list[Step]) -> str | None:
+        """console.txt and decision.json, then the screenshot where the type has one, under postmortem/."""
         if not self.settings.bucket:
             self._skip(steps, "post-mortem", f"no bucket configured ({contract.BUCKET_VARIABLE}, --bucket)")
-            return None, console.get("tail", ())
-        prefix = f"{contract.POSTMORTEM_PREFIX}{outcome.instance_id}/{outcome.at}/"
+            return None
+        where = f"s3://{self.settings.bucket}/{contract.POSTMORTEM_PREFIX}{outcome.instance_id}/{outcome.at}/"
+        key = where.removeprefix(f"s3://{self.settings.bucket}/")
+        put = functools.partial(self.clients.s3.put_object, Bucket=self.settings.bucket)
 
         def store() -> str:
-            put = functools.partial(self.clients.s3.put_object, Bucket=self.settings.bucket)
-            put(Key=prefix + "console.txt", Body=console.get("text", "").encode(), ContentType="text/plain")
-            put(Key=prefix + "decision.json", Body=_decision_json(outcome).encode(), ContentType="application/json")
-            stored = ["console.txt", "decision.json"]
+            put(Key=key + "console.txt", Body=console.encode(), ContentType="text/plain")
+            put(Key=key + "decision.json", Body=_decision_json(outcome).encode(), ContentType="application/json")
+            return f"{where} (console.txt, decision.json)"
+
+        def screenshot() -> str:
             try:
                 image = self.clients.ec2.get_console_screenshot(InstanceId=outcome.instance_id, WakeUp=True)
-                put(Key=prefix + "screenshot.jpg", Body=base64.b64decode(image["ImageData"]), ContentType="image/jpeg")
-                stored.append("screenshot.jpg")
-            except Exception:  # noqa: BLE001 - many instance types have no screenshot; that is not a failure
-                pass
-            return f"s3://{self.settings.bucket}/{prefix} ({', '.join(stored)})"
+            except Exception as error:  # noqa: BLE001 - many instance types have no screenshot; that is no failure
+                return f"none kept ({aws.error_code(error) or type(error).__name__})"
+            put(Key=key + "screenshot.jpg", Body=base64.b64decode(image["ImageData"]), ContentType="image/jpeg")
+            return f"{where}screenshot.jpg"
 
-        ok = self._run(steps, "post-mortem", store, failure_note="post-mortem not stored")
-        return (f"s3://{self.settings.bucket}/{prefix}" if ok else None), console.get("tail", ())
+        stored = self._evidence(steps, "post-mortem", 2, recovery, store, "post-mortem not stored")
+        if stored:
+            self._evidence(steps, "screenshot", 2, recovery, screenshot, "no screenshot kept")
+        return where if stored else None
 
-    def _claim(self, outcome: Outcome, facts: InstanceFacts, now: datetime, steps: list[Step]) -> bool:
-        """Atomically claim the instance's next remediation, so alarms arriving together act once.
+    def _claim(
+        self, outcome: Outcome, facts: InstanceFacts, now: datetime, steps: list[Step]
+    ) -> tuple[bool, str | None]:
+        """Atomically claim the instance's next remediation, so alarms arriving together act once: (won, its name).
 
         An SSM parameter named by the instance and the history it read (see
         claim_name), created by PutParameter without Overwrite: whoever
         creates it acts, the others skip. It needs no bucket, and no request
-        parameter that an older botocore lacks (S3's IfNoneMatch did). A claim
-        older than a grace period (and CLAIM_HELD_AT_LEAST) whose holder never
-        recorded its act is stepped over; its time is in its value, by the
-        claimant's clock, so every claimant judges it alike. If Parameter Store
+        parameter that an older botocore lacks (S3's IfNoneMatch did). Its value
+        holds when it was made (by the claimant's clock, so every claimant
+        judges it alike), and in the Lambda the invocation's request id and
+        deadline.
+
+        A claim found made by an earlier attempt of this same invocation, whose
+        deadline has passed (it timed out, and Lambda retried), is this
+        remediation's own: it carries on. Any other claim older than a grace
+        period (and CLAIM_HELD_AT_LEAST) whose holder never recorded its act
+        is stepped over. Having won, it reads the history again: a winner that
+        recorded and released its claim between this reader's two looks makes
+        the name free again, and the moved history says so. If Parameter Store
         cannot be reached, the sequence goes ahead on the history tag alone,
         and says so: a hung instance left hung is worse than a rare double.
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        left = self.invocation.remaining_s()
+        value = {
+            "alarm": outcome.trigger.name,
+            "at": int(now.timestamp()),
+            "request": self.invocation.request_id,
+            "until": int(now.timestamp() + left) if math.isfinite(left) else None,
+        }
         stale: tuple[str, ...] = ()
         try:
             for _ in range(MAX_STALE_CLAIMS + 1):
@@ -339,36 +454,130 @@ class Remediator:
                 try:
                     self.clients.ssm.put_parameter(
                         Name=name,
-                        Value=json.dumps({"alarm": outcome.trigger.name, "at": int(now.timestamp())}),
+                        Value=json.dumps(value),
                         Type="String",
                         Overwrite=False,
                         Description=f"trainguard: claims the next remediation of {outcome.instance_id}",
                     )
                 except ClientError as error:
-                    if error.response.get("Error", {}).get("Code") != "ParameterAlreadyExists":
+                    if aws.error_code(error) != "ParameterAlreadyExists":
                         raise
-                    held = _claimed_at(self.clients.ssm.get_parameter(Name=name)["Parameter"]["Value"])
+                    held = _claim_value(self.clients.ssm.get_parameter(Name=name)["Parameter"]["Value"])
+                    if self._earlier_attempt(held, now):
+                        self._note(steps, "claim", f"resumed: an earlier attempt of this invocation made {name}")
+                        return True, name
+                    at = held.get("at")
                     holds_for = max(self.settings.boot_grace, CLAIM_HELD_AT_LEAST).total_seconds()
-                    if held is not None and now.timestamp() - held < holds_for:
-                        return False
-                    stale += (str(held) if held is not None else "unreadable",)
+                    if isinstance(at, int) and now.timestamp() - at < holds_for:
+                        return False, None
+                    stale += (str(at) if isinstance(at, int) else "unreadable",)
                     continue
-                self._forget_claim(outcome.instance_id, facts)
-                return True
-            return False
+                if self._history_moved(outcome.instance_id, facts):
+                    with contextlib.suppress(BotoCoreError, ClientError):  # a name nobody can race for again
+                        self.clients.ssm.delete_parameters(Names=[name])
+                    return False, None
+                return True, name
+            return False, None
         except (BotoCoreError, ClientError) as error:
-            step = Step("claim", False, f"{type(error).__name__}: {error}; going ahead on the history tag alone")
-            steps.append(step)
-            self.on_step(step)
-            return True
+            why = f"{type(error).__name__}: {error}; going ahead on the history tag alone"
+            self._note(steps, "claim", why, ok=False)
+            return True, None
 
-    def _forget_claim(self, instance_id: str, facts: InstanceFacts) -> None:
-        """Delete the previous remediation's claim: its history is gone, so nobody can race for it again."""
-        if not facts.history:
-            return
-        # Tidying up: a leftover parameter costs nothing and blocks nothing.
+    def _earlier_attempt(self, held: dict[str, Any], now: datetime) -> bool:
+        """Whether a claim was made by an earlier attempt of this invocation that has certainly ended."""
+        until = held.get("until")
+        return (
+            self.invocation.request_id is not None
+            and held.get("request") == self.invocation.request_id
+            and isinstance(until, int)
+            and now.timestamp() > until
+        )
+
+    def _history_moved(self, instance_id: str, facts: InstanceFacts) -> bool:
+        """Whether the instance's history tag changed since `facts` were read (unreadable now: assume not)."""
+        try:
+            instance = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        except Exception:  # noqa: BLE001 - the claim stands on its own; this look is a second safeguard
+            return False
+        tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+        return decode_history(tags.get(contract.HISTORY_TAG_KEY)) != facts.history
+
+    def _claims(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every claim parameter under a path, page by page (at most MAX_PAGES pages)."""
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            page = self.clients.ssm.get_parameters_by_path(
+                Path=path, Recursive=True, MaxResults=SSM_BATCH, **({"NextToken": token} if token else {})
+            )
+            yield from page.get("Parameters", [])
+            token = page.get("NextToken")
+            if not token:
+                return
+
+    def _delete_claims(self, names: list[str]) -> int:
+        for start in range(0, len(names), SSM_BATCH):
+            self.clients.ssm.delete_parameters(Names=names[start : start + SSM_BATCH])
+        return len(names)
+
+    def _tidy_claims(self, instance_id: str, keep: str | None = None) -> int:
+        """Delete the instance's claims (but `keep`): the one just used, and any an earlier holder left."""
+        # Tidying: a leftover claim blocks nothing once the history has moved on, and the daily sweep retries.
         with contextlib.suppress(Exception):
-            self.clients.ssm.delete_parameters(Names=[claim_name(instance_id, facts.history[:-1])])
+            names = [claim["Name"] for claim in self._claims(f"{contract.CLAIM_PATH}/{instance_id}")]
+            return self._delete_claims([name for name in names if name != keep])
+        return 0
+
+    def forget_instances(self, instance_ids: tuple[str, ...]) -> int:
+        """The stack no longer has these instances: delete every claim they left. Returns how many went."""
+        return sum(self._tidy_claims(instance_id) for instance_id in instance_ids)
+
+    def sweep(self) -> dict[str, Any]:
+        """Delete remediation snapshots past their expiry tag, and claims older than CLAIM_LITTER_AGE.
+
+        Only snapshots tagged as a remediation's, and only while the
+        invocation has time; what is left goes on the next day's sweep.
+        """
+        now = self.clock()
+        today = now.strftime("%Y-%m-%d")
+        deleted: list[str] = []
+        problems: list[str] = []
+        for snapshot in self._remediation_snapshots():
+            if not self._fits(1):
+                problems.append("out of time: the rest waits for the next sweep")
+                break
+            tags = {tag["Key"]: tag["Value"] for tag in snapshot.get("Tags", [])}
+            expires = tags.get(contract.SNAPSHOT_EXPIRES_TAG_KEY)
+            if expires is None or expires > today:
+                continue
+            try:
+                self.clients.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"])
+            except Exception as error:  # noqa: BLE001 - one snapshot in use (an AMI's) must not stop the sweep
+                problems.append(f"{snapshot['SnapshotId']}: {aws.error_code(error) or type(error).__name__}")
+            else:
+                deleted.append(snapshot["SnapshotId"])
+        litter = [
+            claim["Name"]
+            for claim in self._claims(contract.CLAIM_PATH)
+            if isinstance(changed := claim.get("LastModifiedDate"), datetime) and now - changed > CLAIM_LITTER_AGE
+        ]
+        claims = self._delete_claims(litter) if self._fits(1) else 0
+        return {"snapshots_deleted": deleted, "claims_deleted": claims, "problems": problems}
+
+    def _remediation_snapshots(self) -> Iterator[dict[str, Any]]:
+        source, remediation = contract.SNAPSHOT_SOURCE_TAG_KEY, contract.REMEDIATION_SNAPSHOT_SOURCE
+        remediations = {"Name": f"tag:{source}", "Values": [remediation]}
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            page = self.clients.ec2.describe_snapshots(
+                OwnerIds=["self"],
+                Filters=[remediations],
+                MaxResults=1000,
+                **({"NextToken": token} if token else {}),
+            )
+            yield from page.get("Snapshots", [])
+            token = page.get("NextToken")
+            if not token:
+                return
 
     def _look_again(self, outcome: Outcome, facts: InstanceFacts, now: datetime, steps: list[Step]) -> None:
         """Arrange a one-time schedule that brings the original alarm back when the grace period ends."""
@@ -442,6 +651,11 @@ class Remediator:
         self.clients.sns.publish(TopicArn=self.settings.topic_arn, Subject=subject(outcome), Message=body(outcome))
         return f"sent to {self.settings.topic_arn}"
 
+    def _note(self, steps: list[Step], name: str, detail: str, ok: bool = True) -> None:
+        step = Step(name, ok, detail)
+        steps.append(step)
+        self.on_step(step)
+
     def _skip(self, steps: list[Step], name: str, why: str) -> None:
         step = Step(name, True, why, skipped=True)
         steps.append(step)
@@ -460,13 +674,13 @@ class Remediator:
         return step.ok
 
 
-def _claimed_at(value: str) -> int | None:
-    """The claim's time (epoch seconds, by the claimant's clock), or None if unreadable (not one of ours)."""
+def _claim_value(text: str) -> dict[str, Any]:
+    """A claim's value as its maker wrote it ({} if unreadable: not one of ours)."""
     try:
-        at = json.loads(value)["at"]
-    except (ValueError, TypeError, KeyError):
-        return None
-    return at if isinstance(at, int) else None
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _stamp(moment: datetime) -> str:

@@ -1,4 +1,4 @@
-"""`python -m healthcheck reboot i-...`: the auto-reboot function's decision and sequence, from a laptop.
+"""`trainguard reboot i-...`: the auto-reboot function's decision and sequence, from a laptop.
 
 The managed-tag, running-state, boot-grace, duplicate and claim rules apply as
 they do in the Lambda; --force lifts the reboot budget only. Unlike the Lambda,
@@ -50,7 +50,12 @@ def run_reboot(args: argparse.Namespace, console: Console) -> int:
         settings = RemediationSettings.from_environment(os.environ)
     except RemediationConfigError as error:
         raise UsageError(f"{error}; fix or unset the variable") from None
-    settings = replace(settings, bucket=args.bucket or settings.bucket, topic_arn=args.topic_arn or settings.topic_arn)
+    settings = replace(
+        settings,
+        bucket=args.bucket or settings.bucket,
+        topic_arn=args.topic_arn or settings.topic_arn,
+        region=args.region or settings.region,
+    )
 
     def show(step: Step) -> None:
         console.say(f"  {step.name:<15} {step.status:<7} {step.detail}")
@@ -91,8 +96,8 @@ def _plan_text(plan: Outcome, settings: RemediationSettings) -> str:
     )
     email = settings.topic_arn or "nobody (no topic)"
     return (
-        f"Would: snapshot every EBS volume; keep the console output in {where}; {recovery}; "
-        f"record it in the instance's tags; email {email}."
+        f"Would: keep the console output in {where}; snapshot every EBS volume (kept "
+        f"{settings.evidence_retention.days} days); {recovery}; record it in the instance's tags; email {email}."
     )
 
 

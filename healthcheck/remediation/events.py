@@ -7,7 +7,12 @@
 - EventBridge's "EC2 Instance State-change Notification", which tells the
   function that an instance it stopped can be started again;
 - trainguard's own look again (RELOOK_SOURCE), which EventBridge Scheduler
-  delivers when a grace period ends, carrying the original alarm.
+  delivers when a grace period ends, carrying the original alarm;
+- the stack's daily sweep (SWEEP_SOURCE), which deletes the evidence past its
+  expiry and the claims nobody can race for any more;
+- the stack's own invocation on `pulumi up` and `pulumi destroy` (STACK_SOURCE,
+  Pulumi's Lambda invocation with its lifecycle key), which names the instances
+  whose claims can go.
 
 Anything else is reported as a problem, never raised: CloudWatch and Lambda
 retry a function that raises, and a junk event would be retried for nothing.
@@ -24,6 +29,10 @@ from typing import Any
 from healthcheck.contract import is_instance_id
 
 RELOOK_SOURCE = "trainguard.relook"
+SWEEP_SOURCE = "trainguard.sweep"
+STACK_SOURCE = "trainguard.stack"
+# The key Pulumi's (and Terraform's) Lambda invocation adds with lifecycle_scope CRUD: {"action", "prev_input"}.
+LIFECYCLE_KEY = "tf"
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,25 @@ class StoppedEvent:
     at: str
 
 
-Event = AlarmEvent | StoppedEvent
+@dataclass(frozen=True)
+class SweepEvent:
+    """The daily sweep: delete remediation snapshots past their expiry, and claims left from long ago."""
+
+
+@dataclass(frozen=True)
+class StackChange:
+    """The stack created, updated or destroyed its instances: the claims of those it no longer has can go."""
+
+    action: str
+    gone: tuple[str, ...]
+
+
+def stack_payload(instance_ids: list[str]) -> dict[str, Any]:
+    """What the stack's invocation sends: its instances (Pulumi adds the lifecycle key)."""
+    return {"source": STACK_SOURCE, "instance_ids": instance_ids}
+
+
+Event = AlarmEvent | StoppedEvent | SweepEvent | StackChange
 
 
 def parse(event: Any) -> tuple[list[Event], list[str]]:
@@ -91,6 +118,10 @@ def parse(event: Any) -> tuple[list[Event], list[str]]:
         return [], [f"payload is {type(event).__name__}, not an object"]
     if event.get("source") == RELOOK_SOURCE:
         return _from_relook(event)
+    if event.get("source") == SWEEP_SOURCE:
+        return [SweepEvent()], []
+    if event.get("source") == STACK_SOURCE:
+        return _from_stack(event)
     if "alarmData" in event:
         return _from_lambda_action(event)
     if "Records" in event:
@@ -201,3 +232,24 @@ def _from_state_change(event: dict[str, Any]) -> tuple[list[Event], list[str]]:
         return [], [f"EC2 state-change event: {error}"]
     except (KeyError, TypeError, AttributeError) as error:
         return [], [f"malformed EC2 state-change event: missing or wrong {type(error).__name__}: {_short(error)}"]
+
+
+def _from_stack(event: dict[str, Any]) -> tuple[list[Event], list[str]]:
+    """Pulumi's invocation: on delete every instance it named goes; on update, those the new input no longer names."""
+    lifecycle = event.get(LIFECYCLE_KEY)
+    if not isinstance(lifecycle, dict) or lifecycle.get("action") not in ("create", "update", "delete"):
+        return [], [f"stack event without a lifecycle action ({LIFECYCLE_KEY}.action create, update or delete)"]
+    previous = lifecycle.get("prev_input")
+    now, before = _instance_ids(event), _instance_ids(previous if isinstance(previous, dict) else {})
+    if now is None or before is None:
+        return [], ["stack event: instance_ids is not a list of instance ids"]
+    action = str(lifecycle["action"])
+    gone = {"create": set(), "update": set(before) - set(now), "delete": set(before) | set(now)}[action]
+    return [StackChange(action, tuple(sorted(gone)))], []
+
+
+def _instance_ids(payload: dict[str, Any]) -> list[str] | None:
+    ids = payload.get("instance_ids", [])
+    if not isinstance(ids, list) or not all(is_instance_id(item) for item in ids):
+        return None
+    return ids

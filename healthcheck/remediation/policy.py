@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from healthcheck import contract
+from healthcheck import aws, contract
 
 # EC2 tag values are at most 256 Unicode characters:
 # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions
@@ -45,6 +45,14 @@ def managed_tag(environ: Mapping[str, str]) -> tuple[str, str]:
     return key, value
 
 
+# What each number the function reads from its environment may be: past these, a timedelta overflows, or the
+# setting makes no sense (a grace of a month never reboots; a window of years never lets the budget recover).
+MAX_REBOOT_WINDOW_HOURS = 168
+MAX_BOOT_GRACE_SECONDS = 86400
+MAX_EVIDENCE_RETAIN_DAYS = 365
+DEFAULT_EVIDENCE_RETAIN_DAYS = 21
+
+
 @dataclass(frozen=True)
 class RemediationSettings:
     topic_arn: str | None = None
@@ -53,9 +61,11 @@ class RemediationSettings:
     max_reboots: int = 3
     reboot_window: timedelta = timedelta(hours=6)
     boot_grace: timedelta = timedelta(seconds=600)
+    evidence_retention: timedelta = timedelta(days=DEFAULT_EVIDENCE_RETAIN_DAYS)  # snapshots and post-mortem files
     relook_group: str | None = None  # EventBridge Scheduler group for the looks after the grace period
     relook_role_arn: str | None = None  # the role Scheduler invokes the function with
     function_arn: str | None = None  # the function itself: set by the Lambda from its context
+    region: str | None = None  # named in the commands the email prints, when known
 
     @property
     def relooks(self) -> bool:
@@ -63,32 +73,18 @@ class RemediationSettings:
         return bool(self.relook_group and self.relook_role_arn and self.function_arn)
 
     def policy_environment(self) -> dict[str, str]:
-        """The variables from_environment reads the policy from (the tag, the budget and the grace period)."""
+        """The variables from_environment reads the policy from (the tag, the budget, the grace, the retention)."""
         return {
             contract.MANAGED_TAG_VARIABLE: "=".join(self.managed_tag),
             contract.MAX_REBOOTS_VARIABLE: str(self.max_reboots),
             contract.REBOOT_WINDOW_HOURS_VARIABLE: str(int(self.reboot_window.total_seconds() // 3600)),
             contract.BOOT_GRACE_SECONDS_VARIABLE: str(int(self.boot_grace.total_seconds())),
+            contract.EVIDENCE_RETAIN_DAYS_VARIABLE: str(self.evidence_retention.days),
         }
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> RemediationSettings:
-        """Settings from TRAINGUARD_* variables (documented in the README)."""
-
-        def number(name: str, default: int, low: int) -> int:
-            text = environ.get(name, "").strip()
-            if not text:
-                return default
-            if not text.isdigit() or int(text) < low:
-                raise RemediationConfigError(f"{name}={text!r}: expected a whole number >= {low}")
-            return int(text)
-
-        max_reboots = number(contract.MAX_REBOOTS_VARIABLE, 3, 0)
-        if max_reboots > MAX_REBOOTS_LIMIT:
-            raise RemediationConfigError(
-                f"{contract.MAX_REBOOTS_VARIABLE}={max_reboots}: at most {MAX_REBOOTS_LIMIT}, "
-                "all the history tag can count (EC2 tag values hold 256 characters)"
-            )
+        """Settings from TRAINGUARD_* variables (docs/auto-reboot.md), and the region the Lambda runs in."""
         group = environ.get(contract.RELOOK_GROUP_VARIABLE) or None
         if group is not None and not SCHEDULER_NAME.fullmatch(group):
             raise RemediationConfigError(
@@ -98,12 +94,48 @@ class RemediationSettings:
             topic_arn=environ.get(contract.TOPIC_ARN_VARIABLE) or None,
             bucket=environ.get(contract.BUCKET_VARIABLE) or None,
             managed_tag=managed_tag(environ),
-            max_reboots=max_reboots,
-            reboot_window=timedelta(hours=number(contract.REBOOT_WINDOW_HOURS_VARIABLE, 6, 1)),
-            boot_grace=timedelta(seconds=number(contract.BOOT_GRACE_SECONDS_VARIABLE, 600, 0)),
+            max_reboots=_whole_number(
+                environ,
+                contract.MAX_REBOOTS_VARIABLE,
+                3,
+                0,
+                MAX_REBOOTS_LIMIT,
+                why=" (the history tag counts 10: EC2 tag values hold 256 characters)",
+            ),
+            reboot_window=timedelta(
+                hours=_whole_number(environ, contract.REBOOT_WINDOW_HOURS_VARIABLE, 6, 1, MAX_REBOOT_WINDOW_HOURS)
+            ),
+            boot_grace=timedelta(
+                seconds=_whole_number(environ, contract.BOOT_GRACE_SECONDS_VARIABLE, 600, 0, MAX_BOOT_GRACE_SECONDS)
+            ),
+            evidence_retention=timedelta(
+                days=_whole_number(
+                    environ,
+                    contract.EVIDENCE_RETAIN_DAYS_VARIABLE,
+                    DEFAULT_EVIDENCE_RETAIN_DAYS,
+                    1,
+                    MAX_EVIDENCE_RETAIN_DAYS,
+                )
+            ),
             relook_group=group,
             relook_role_arn=environ.get(contract.RELOOK_ROLE_ARN_VARIABLE) or None,
+            region=aws.region_of(None, environ),
         )
+
+
+def _whole_number(environ: Mapping[str, str], name: str, default: int, low: int, high: int, why: str = "") -> int:
+    """A variable's whole number from low to high, or its default when unset; anything else names the variable.
+
+    ASCII digits only, and few of them: str.isdigit() accepts "²", which int() refuses, and int() refuses
+    strings of more than 4300 digits.
+    """
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", text) or not low <= int(text) <= high:
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise RemediationConfigError(f"{name}={shown!r}: expected a whole number from {low} to {high}{why}")
+    return int(text)
 
 
 class Action(enum.Enum):
@@ -172,6 +204,14 @@ class InstanceFacts:
     def history(self) -> tuple[Entry, ...]:
         return decode_history(self.tags.get(contract.HISTORY_TAG_KEY))
 
+    @property
+    def recorded_boot(self) -> datetime | None:
+        """When the instance says it last booted (its boot tag), or None if it has not said, or unreadably."""
+        text = self.tags.get(contract.BOOT_TAG_KEY, "")
+        if not re.fullmatch(r"[0-9]{1,10}", text):
+            return None
+        return datetime.fromtimestamp(int(text), timezone.utc)
+
 
 class Verdict(enum.Enum):
     """The decision, and whether it acts on the instance."""
@@ -226,6 +266,17 @@ def ssh_answers(samples: Iterable[tuple[datetime, float]], now: datetime) -> boo
     return latest is not None and latest[1] >= 1 and now - latest[0] <= SSH_FRESH
 
 
+def last_start(facts: InstanceFacts, now: datetime) -> datetime:
+    """The latest of: its launch, the boot it recorded itself, and trainguard's last remediation or start.
+
+    An OS reboot (sudo reboot, a kernel panic's reboot, a person's console reboot) leaves LaunchTime alone, so the
+    instance's own boot record counts too; a record from the future (a wrong clock, a forged tag) does not.
+    """
+    acted = [entry.at for entry in facts.history if entry.action in (*REMEDIATIONS, Action.STARTED)]
+    booted = [facts.recorded_boot] if facts.recorded_boot is not None and facts.recorded_boot <= now else []
+    return max([facts.launch_time, *booted, *acted])
+
+
 def decide(
     facts: InstanceFacts,
     event_fingerprint: str,
@@ -251,10 +302,9 @@ def decide(
     history = facts.history
     if any(entry.fingerprint == event_fingerprint for entry in history):
         return Decision(Verdict.SKIP_DUPLICATE, "this alarm event was already handled")
-    acted = [entry for entry in history if entry.action in (*REMEDIATIONS, Action.STARTED)]
-    last_boot = max([facts.launch_time, *(entry.at for entry in acted)])
-    if now - last_boot < settings.boot_grace:
-        since = int((now - last_boot).total_seconds())
+    started = last_start(facts, now)
+    if now - started < settings.boot_grace:
+        since = int((now - started).total_seconds())
         return Decision(
             Verdict.SKIP_BOOT_GRACE,
             f"booted or remediated {since}s ago, inside the {int(settings.boot_grace.total_seconds())}s grace period",
@@ -266,7 +316,7 @@ def decide(
             f"the CloudWatch agent is silent, but the SSH canary saw {facts.instance_id} answer within the last "
             f"{int(SSH_FRESH.total_seconds() // 60)} minutes: the agent needs a look, not the host a reboot",
         )
-    recent = [entry for entry in acted if entry.action in REMEDIATIONS and now - entry.at < settings.reboot_window]
+    recent = [entry for entry in history if entry.action in REMEDIATIONS and now - entry.at < settings.reboot_window]
     window_hours = int(settings.reboot_window.total_seconds() // 3600)
     if len(recent) >= settings.max_reboots and not force:
         newest = recent[-1].at if recent else None
@@ -314,14 +364,13 @@ def relook_at(
     """When to look at the instance again, because CloudWatch invokes nothing while an alarm stays in ALARM.
 
     After a boot-grace skip: when the grace period ends. After a remediation:
-    one grace period later. Otherwise (gave up, skipped for good) never, so a
+    one grace period later (both measured as decide() measures them). Otherwise (gave up, skipped for good) never, so a
     person is emailed once, not on every look.
     """
     if decision.verdict.acts:
         return now + settings.boot_grace + RELOOK_MARGIN
     if decision.verdict is Verdict.SKIP_BOOT_GRACE:
-        acted = [entry.at for entry in facts.history if entry.action in (*REMEDIATIONS, Action.STARTED)]
-        return max([facts.launch_time, *acted]) + settings.boot_grace + RELOOK_MARGIN
+        return last_start(facts, now) + settings.boot_grace + RELOOK_MARGIN
     return None
 
 

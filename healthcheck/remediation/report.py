@@ -40,6 +40,7 @@ class Outcome:
     postmortem: str | None = None
     console_tail: tuple[str, ...] = ()
     availability_zone: str | None = None
+    region: str | None = None  # named in every command the email prints, so a laptop set to another region works
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -55,6 +56,7 @@ def subject(outcome: Outcome) -> str:
 
 def body(outcome: Outcome) -> str:
     iid = outcome.instance_id
+    region = f" --region {outcome.region}" if outcome.region else ""
     lines = [
         f"What fired: {outcome.trigger.summary}.",
         f"Why: {outcome.trigger.reason or 'no reason given'}",
@@ -82,7 +84,7 @@ def body(outcome: Outcome) -> str:
     lines += [
         "",
         "Next:",
-        f"  python -m healthcheck probe {iid}",
+        f"  trainguard probe {iid}{region}",
     ]
     if outcome.postmortem:
         lines.append(f"  Post-mortem files: {outcome.postmortem}")
@@ -91,10 +93,10 @@ def body(outcome: Outcome) -> str:
         lines += [
             "  To restore a volume from a snapshot:",
             f"    aws ec2 create-volume --snapshot-id {outcome.snapshot_ids[0]} --availability-zone {zone}"
-            " --volume-type gp3 --encrypted",
-            f"    aws ec2 attach-volume --volume-id <new-volume> --instance-id {iid} --device /dev/sdg",
+            f" --volume-type gp3 --encrypted{region}",
+            f"    aws ec2 attach-volume --volume-id <new-volume> --instance-id {iid} --device /dev/sdg{region}",
         ]
-    lines += [f"  Reboot by hand: python -m healthcheck reboot {iid} --reason '...'"]
+    lines += [f"  Reboot by hand: trainguard reboot {iid}{region} --reason '...'"]
     return "\n".join(lines) + "\n"
 
 

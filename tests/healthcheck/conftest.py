@@ -13,11 +13,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from healthcheck.remediation.actions import Clients, Remediator
+from healthcheck.remediation.actions import Clients, Invocation, Remediator
 from healthcheck.remediation.policy import RemediationSettings
 
 REGION = "eu-west-1"
 ALARM = "trainguard-i-x-instance-status"
+CLAIMS = "/trainguard/claims"
 COUNTING = threading.Lock()
 
 
@@ -39,7 +40,8 @@ class World:
     now: datetime
     calls: dict[str, int] = field(default_factory=dict)
 
-    def remediator(self, **settings: Any) -> Remediator:
+    def remediator(self, invocation: Invocation | None = None, **settings: Any) -> Remediator:
+        """A remediator on this account with the world's clock; `invocation`: the Lambda invocation it runs in."""
         settings.setdefault("bucket", self.bucket)
         return Remediator(
             RemediationSettings(topic_arn=self.topic_arn, **settings),
@@ -52,6 +54,7 @@ class World:
                 cloudwatch=self.cloudwatch,
             ),
             clock=lambda: self.now,
+            invocation=invocation or Invocation(),
         )
 
     def tags(self) -> dict[str, str]:
@@ -65,6 +68,11 @@ class World:
     def emails(self) -> list[dict[str, str]]:
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
         return [json.loads(message["Body"]) for message in messages]
+
+    def claims(self) -> list[str]:
+        """Every claim parameter left for the instance."""
+        found = self.ssm.get_parameters_by_path(Path=f"{CLAIMS}/{self.instance_id}", Recursive=True)["Parameters"]
+        return sorted(parameter["Name"] for parameter in found)
 
     def count(self, operation: str) -> None:
         """Count calls of an EC2 operation on the real (moto) client, through botocore's event hooks."""

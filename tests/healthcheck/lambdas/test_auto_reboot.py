@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -111,10 +112,26 @@ def test_the_email_says_what_fired_what_was_done_and_what_next(world: World) -> 
     assert "reboot: done, reboot requested at" in text
     assert "Last 30 lines of the console:" in text
     assert "  | " in text
-    assert f"python -m healthcheck probe {world.instance_id}" in text
+    assert f"trainguard probe {world.instance_id}" in text
     assert f"Post-mortem files: s3://results/postmortem/{world.instance_id}/" in text
     assert "aws ec2 create-volume --snapshot-id snap-" in text
     assert f"--availability-zone {REGION}" in text  # the instance's own zone, so the volume can attach
+
+
+def test_every_command_the_email_prints_names_the_region(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lambda runtime sets AWS_REGION; a laptop whose default region is another one still finds the instance."""
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("TRAINGUARD_TOPIC_ARN", world.topic_arn)
+    monkeypatch.setenv("TRAINGUARD_BUCKET", world.bucket)
+    monkeypatch.setenv("TRAINGUARD_BOOT_GRACE_SECONDS", "0")
+
+    handler(lambda_action(world.instance_id), None)
+
+    (email,) = world.emails()
+    lines = email["Message"].splitlines()
+    commands = [line.strip() for line in lines if re.search(r"(trainguard (probe|reboot)|aws ec2) ", line)]
+    assert len(commands) == 4  # probe, create-volume, attach-volume, reboot
+    assert all(f"--region {REGION}" in command for command in commands), commands
 
 
 def test_duplicate_delivery_reboots_exactly_once(world: World) -> None:
@@ -447,7 +464,18 @@ def test_a_stopped_unmanaged_instance_is_never_started_even_with_a_forged_histor
 
 # --- Never raise ---------------------------------------------------------------------------------------------
 
-NOT_IDS = [12345, None, True, 1.5, {"id": "i-0123456789abcdef0"}, ["i-0123456789abcdef0"], "i-xyz", "", "i-1\n"]
+NOT_IDS = [
+    12345,
+    None,
+    True,
+    1.5,
+    {"id": "i-0123456789abcdef0"},
+    ["i-0123456789abcdef0"],
+    "i-xyz",
+    "",
+    "i-1\n",
+    "i-0123456789abcdef0\n",  # a whole id and a newline: a pattern ending in $ would take it
+]
 
 
 @pytest.mark.parametrize(
@@ -515,12 +543,32 @@ def test_an_instance_trainguard_stopped_that_will_not_start_is_emailed(world: Wo
     assert "InsufficientInstanceCapacity" in email["Message"]
 
 
-def test_a_misconfigured_function_logs_and_returns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRAINGUARD_MAX_REBOOTS", "lots")
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TRAINGUARD_MAX_REBOOTS", "lots", "from 0 to 10"),
+        ("TRAINGUARD_MAX_REBOOTS", "11", "from 0 to 10 (the history tag counts 10"),
+        # timedelta(hours=10**20) raised OverflowError
+        ("TRAINGUARD_REBOOT_WINDOW_HOURS", "99999999999999999999", "from 1 to 168"),
+        ("TRAINGUARD_BOOT_GRACE_SECONDS", "1" + "0" * 30, "from 0 to 86400"),
+        # more digits than int() parses
+        ("TRAINGUARD_BOOT_GRACE_SECONDS", "9" * 5000, "from 0 to 86400"),
+        # isdigit() says yes, int() says no
+        ("TRAINGUARD_BOOT_GRACE_SECONDS", "\u00b2", "from 0 to 86400"),
+        ("TRAINGUARD_EVIDENCE_RETAIN_DAYS", "0", "from 1 to 365"),
+    ],
+)
+def test_a_misconfigured_function_logs_and_returns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
 
     summary = handler(lambda_action("i-0123456789abcdef0"), None)
 
-    assert summary["failed"] == ["TRAINGUARD_MAX_REBOOTS='lots': expected a whole number >= 0"]
+    (failed,) = summary["failed"]
+    assert failed.startswith(f"{variable}=") and expected in failed
+    assert len(failed) < 200  # a 5000-digit value is not repeated whole
+    assert "trainguard.misconfigured" in caplog.text
 
 
 JSON = st.recursive(

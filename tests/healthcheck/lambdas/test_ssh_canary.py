@@ -221,7 +221,9 @@ def test_the_function_publishes_through_the_vpc_endpoint_it_is_given(
     # Anything not sent to the given endpoint goes to a loopback port where nothing listens, and fails.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("TRAINGUARD_MONITORING_ENDPOINT", moto_server)
-    monkeypatch.setenv("TRAINGUARD_CANARY_INTERVAL_SECONDS", str(INTERVAL))
+    # A short interval, so the test does not wait for a 10 s slot; the function accepts only the listed ones.
+    monkeypatch.setattr(ssh_canary, "INTERVALS_S", (int(INTERVAL), *ssh_canary.INTERVALS_S))
+    monkeypatch.setenv("TRAINGUARD_CANARY_INTERVAL_SECONDS", str(int(INTERVAL)))
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -232,6 +234,36 @@ def test_the_function_publishes_through_the_vpc_endpoint_it_is_given(
     assert summary["rounds"] == [{"i-0123456789abcdef0": False}]
     published = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_server)
     assert _values(published, contract.SSH_RESPONSIVE_METRIC, "i-0123456789abcdef0") == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRAINGUARD_CANARY_INTERVAL_SECONDS", "-10"),
+        ("TRAINGUARD_CANARY_INTERVAL_SECONDS", "0.001"),
+        ("TRAINGUARD_CANARY_INTERVAL_SECONDS", "10.5"),
+        ("TRAINGUARD_CANARY_INTERVAL_SECONDS", "nan"),
+        ("TRAINGUARD_CANARY_INTERVAL_SECONDS", "1e400"),
+        ("TRAINGUARD_SSH_PORT", "0"),
+        ("TRAINGUARD_SSH_PORT", "99999"),
+        ("TRAINGUARD_SSH_PORT", "ssh"),
+    ],
+)
+def test_a_misconfigured_canary_publishes_nothing_and_fails_loudly(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch, caplog, variable: str, value: str
+) -> None:
+    """An interval of 0.001 s would time out every probe and report healthy hosts silent (false reboots): the
+    canary publishes nothing, and raises, so its Errors alarm emails a person."""
+    monkeypatch.setenv(variable, value)
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_server)
+    event = {"targets": [GOOD], "samples": 1}
+
+    with pytest.raises(ssh_canary.CanaryConfigError) as caught, caplog.at_level(logging.ERROR):
+        handler(event, LambdaContext(30))
+
+    assert str(caught.value).startswith(f"{variable}={value!r}: expected ")
+    assert "trainguard.canary.misconfigured" in caplog.text
+    assert cloudwatch.list_metrics(Namespace="Trainguard")["Metrics"] == []
 
 
 def test_no_targets_publishes_nothing(cloudwatch) -> None:

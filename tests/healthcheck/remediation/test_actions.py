@@ -29,7 +29,8 @@ def test_a_persons_reboot_runs_the_whole_sequence_and_names_who_asked(world: Wor
     outcome = remediator.remediate(world.instance_id, "jobs stuck", requested_by="alice")
 
     assert outcome.decision.verdict is Verdict.REBOOT
-    assert steps == ["snapshot", "console output", "post-mortem", "reboot", "record", "email"]
+    # The console first: it is worth most and costs one call; the screenshot last.
+    assert steps == ["console output", "snapshot", "post-mortem", "screenshot", "reboot", "record", "email"]
     assert outcome.trigger.summary.startswith("a reboot requested by alice asked for it at ")
     assert (outcome.trigger.reason, outcome.trigger.alarm) == ("jobs stuck", None)
     assert world.calls == {"RebootInstances": 1}

@@ -1,4 +1,4 @@
-"""`python -m healthcheck reboot`: the same decision and sequence as the Lambda, from a laptop (under moto)."""
+"""`trainguard reboot`: the same decision and sequence as the Lambda, from a laptop (under moto)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_yes_runs_the_sequence_and_prints_each_step(ec2, run_cli) -> None:
     lines = run.stdout.splitlines()
     assert lines[0] == f"{instance_id}: reboot: the alarm says the instance is hung"
     steps = [line.split()[0] for line in lines[1:]]
-    assert steps == ["snapshot", "console", "post-mortem", "reboot", "record", "email"]
+    assert steps == ["console", "snapshot", "post-mortem", "reboot", "record", "email"]
     assert "post-mortem     skipped no bucket configured" in run.stdout
     assert "email           skipped no topic configured" in run.stdout
     assert ":R:" in _history(ec2, instance_id)
@@ -63,7 +63,7 @@ def test_dry_run_changes_nothing(ec2, run_cli) -> None:
     run = run_cli("reboot", instance_id, "--dry-run")
 
     assert run.code == 0
-    assert "Would: snapshot every EBS volume" in run.stdout
+    assert "snapshot every EBS volume (kept 21 days)" in run.stdout
     assert ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
     assert _history(ec2, instance_id) == ""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -27,7 +27,7 @@ from healthcheck.remediation.policy import (
     ssh_answers,
 )
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 SETTINGS = RemediationSettings()
 MANAGED = {"trainguard:managed": "true"}
 
@@ -90,7 +90,7 @@ def test_history_round_trips_and_keeps_the_newest_eleven_remediations_within_a_t
     assert len(encoded) <= 256
     assert decode_history(encoded) == entries[-11:]
     assert decode_history("junk 12:X:zz 1764417600:R:abc") == (
-        Entry(datetime.fromtimestamp(1764417600, UTC), Action.REBOOT, "abc"),
+        Entry(datetime.fromtimestamp(1764417600, timezone.utc), Action.REBOOT, "abc"),
     )
 
 
@@ -122,7 +122,10 @@ def test_the_tag_always_holds_the_whole_budget(max_reboots: int) -> None:
 
 
 def test_a_budget_the_tag_cannot_hold_is_refused() -> None:
-    with pytest.raises(RemediationConfigError, match="TRAINGUARD_MAX_REBOOTS=11: at most 10"):
+    with pytest.raises(
+        RemediationConfigError,
+        match=r"TRAINGUARD_MAX_REBOOTS=.11.: expected a whole number from 0 to 10 \(the history tag counts 10",
+    ):
         RemediationSettings.from_environment({"TRAINGUARD_MAX_REBOOTS": "11"})
 
 
@@ -243,3 +246,45 @@ def test_settings_come_from_the_environment() -> None:
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(RemediationConfigError, match=name):
         RemediationSettings.from_environment({name: value})
+
+
+def booted(ago: timedelta | None = None, text: str | None = None) -> InstanceFacts:
+    """An instance launched a day ago that recorded a boot `ago` (or wrote `text` in its boot tag)."""
+    value = text if text is not None else str(int((NOW - (ago or timedelta(0))).timestamp()))
+    return facts(tags=MANAGED | {contract.BOOT_TAG_KEY: value})
+
+
+def test_an_os_reboot_the_instance_recorded_starts_the_grace_period_again() -> None:
+    """`sudo reboot` or a panic leaves LaunchTime a day old; the boot the instance recorded counts."""
+    just_booted = booted(timedelta(minutes=2))
+
+    decision = decide(just_booted, "ffffffff", NOW, SETTINGS)
+
+    assert decision.verdict is Verdict.SKIP_BOOT_GRACE
+    assert decision.reason.startswith("booted or remediated 120s ago")
+    # It looks again when that grace ends, not the launch's.
+    assert relook_at(just_booted, decision, NOW, SETTINGS) == NOW - timedelta(minutes=2) + timedelta(minutes=11)
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        booted(timedelta(hours=1)),
+        booted(timedelta(minutes=-5)),  # a boot in the future: a wrong clock, or a forged tag
+        booted(text="soon"),
+        booted(text="-1"),
+        booted(text="9" * 400),
+    ],
+    ids=["an-hour-ago", "in-the-future", "not-a-number", "negative", "too-long"],
+)
+def test_a_boot_long_ago_or_one_that_cannot_be_true_does_not_hold_the_reboot_back(instance: InstanceFacts) -> None:
+    assert decide(instance, "ffffffff", NOW, SETTINGS).verdict is Verdict.REBOOT
+
+
+def test_settings_name_the_evidence_retention_and_the_region_they_run_in() -> None:
+    settings = RemediationSettings.from_environment(
+        {"TRAINGUARD_EVIDENCE_RETAIN_DAYS": "7", "AWS_REGION": "ap-south-1"}
+    )
+
+    assert (settings.evidence_retention, settings.region) == (timedelta(days=7), "ap-south-1")
+    assert settings.policy_environment()["TRAINGUARD_EVIDENCE_RETAIN_DAYS"] == "7"
