@@ -7,8 +7,11 @@ published, since each is a metric AWS bills. Only what an alarm or the
 dashboard uses is collected: memory (the memory and heartbeat alarms), disk
 use, memory pressure through StatsD (the pressure alarm; StatsD metrics also
 carry metric_type), and the GPU's utilisation and memory (the dashboard). The GPU metrics
-carry index and name (and host, omitted), per the agent's documentation:
-https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Agent-NVIDIA-GPU.html
+carry index and name (and host, omitted), per the agent's documentation
+(https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Agent-NVIDIA-GPU.html),
+and, with the drivers of the last years, arch too: the agent's nvidia_smi input (Telegraf's) tags each GPU
+with its product architecture when nvidia-smi's XML names one
+(https://github.com/influxdata/telegraf/blob/master/plugins/inputs/nvidia_smi/schema_v12/parser.go).
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ COLLECTION_INTERVAL_S = 60
 DISK_PATHS = ("/", contract.DATA_MOUNT)
 # What the disk alarms select on; the agent publishes this roll-up.
 DISK_DIMENSIONS = (contract.INSTANCE_DIMENSION, "path")
-# What the GPU metrics carry once the host name is omitted.
-GPU_DIMENSIONS = (contract.INSTANCE_DIMENSION, "index", "name")
 GPU_MEASUREMENTS = ("utilization_gpu", "memory_used")
 
 

@@ -22,7 +22,7 @@ PRESSURE_FULL_PERCENT = 10.0
 
 @dataclass(frozen=True)
 class AlarmSpec:
-    """One alarm on one instance; `description` is a template of {instance_id} and {bucket}."""
+    """One alarm on one instance; `description` is a template of {instance_id}, {bucket} and {region}."""
 
     key: str
     metric_name: str
@@ -44,21 +44,22 @@ class AlarmSpec:
         if problems:
             raise ValueError(f"{self.key}: " + "; ".join(problems))
 
-    def describe(self, instance_id: str, bucket: str) -> str:
-        text = self.description.format(instance_id=instance_id, bucket=bucket)
+    def describe(self, instance_id: str, bucket: str, region: str) -> str:
+        text = self.description.format(instance_id=instance_id, bucket=bucket, region=region)
         problem = RULES[(ALARM_TYPE, "alarmDescription")].problem(text)
         if problem is not None:
             raise ValueError(f"{self.key}: alarm description {problem}")
         return text
 
 
-PROBE = "python -m healthcheck probe {instance_id}"
+# Every command an email prints names the region: a laptop set to another one would not find the instance.
+PROBE = "trainguard probe {instance_id} --region {region}"
 # What every alarm that invokes the auto-reboot function tells the person it emails.
 RECOVERING = (
     "trainguard's auto-reboot function is snapshotting its volumes, saving the console to "
     f"s3://{{bucket}}/{contract.POSTMORTEM_PREFIX}{{instance_id}}/ and rebooting it (once; it never loops; a stopped "
     "or booting instance is left alone), and will email what it did. If that email does not come within 5 minutes, "
-    f"run {PROBE} and reboot by hand: python -m healthcheck reboot {{instance_id}}."
+    f"run {PROBE} and reboot by hand: trainguard reboot {{instance_id}} --region {{region}}."
 )
 
 

@@ -91,6 +91,12 @@ _INSTANCE = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInsta
 _IMDS = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceMetadataOptionsRequest.html"
 _DEVICE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/device_naming.html"
 _TARGETS = "https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_Target.html"
+# The AWS-RunShellScript document's executionTimeout: its own parameter definition (aws ssm describe-document
+# --name AWS-RunShellScript) allows 1 to 28800 seconds in its older versions, 172800 in the current one; the rule
+# holds the stricter. The command plugin it runs is described here.
+_RUN_SHELL_SCRIPT = (
+    "https://docs.aws.amazon.com/systems-manager/latest/userguide/documents-command-ssm-plugin-reference.html"
+)
 
 # (Pulumi resource type token, input path) -> rule.
 RULES: dict[tuple[str, str], Rule] = {
@@ -141,6 +147,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("aws:kms/alias:Alias", "namePrefix"): _text(_ALIAS, pattern="alias/[a-zA-Z0-9/_-]+", high=256 - 26),
     ("aws:ssm/association:Association", "associationName"): _text(
         _ASSOCIATION, pattern="[a-zA-Z0-9_.-]{3,128}", api=("ssm", "CreateAssociation", "AssociationName")
+    ),
+    ("aws:ssm/association:Association", "parameters.executionTimeout"): _text(
+        _RUN_SHELL_SCRIPT, pattern="([1-9][0-9]{0,3})|(1[0-9]{1,4})|(2[0-7][0-9]{1,3})|(28[0-7][0-9]{1,2})|(28800)"
     ),
     ("aws:cloudwatch/logGroup:LogGroup", "retentionInDays"): Rule(
         _RETENTION,

@@ -58,6 +58,7 @@ FILES: tuple[tuple[str, str, int], ...] = (
     ("trainguard-imds", contract.IMDS_HELPER, EXECUTABLE),
     ("trainguard-mount-data", f"{SBIN}/trainguard-mount-data", EXECUTABLE),
     ("trainguard-install-agent", f"{SBIN}/trainguard-install-agent", EXECUTABLE),
+    ("trainguard-record-boot", f"{SBIN}/trainguard-record-boot", EXECUTABLE),
     ("trainguard-push", f"{BIN}/{contract.PUSH_COMMAND}", EXECUTABLE),
     ("trainguard-push-results.service", f"{UNITS}/trainguard-push-results.service", READABLE),
     ("trainguard-push-results.timer", f"{UNITS}/trainguard-push-results.timer", READABLE),
@@ -140,20 +141,38 @@ def object_key(bundle_version: str) -> str:
     return f"{contract.BUNDLE_PREFIX}/{bundle_version}.tar.gz"
 
 
+# The longest one apply can take, from the bounds its scripts set (a test reads them there): earlyoom's install
+# waits for the dpkg lock up to three times (install; update, install again), the data volume may take 600 s to
+# appear, the agent's download (no new try after 300 s, 120 s a try) and its install (one more lock wait), the boot
+# record (two tries of 5 s to connect and 10 s to read), and a minute for everything else (systemctl, mkfs).
+DPKG_LOCK_WAIT_S = 300
+APPLY_WORST_S = 3 * DPKG_LOCK_WAIT_S + 600 + (300 + 120) + DPKG_LOCK_WAIT_S + 2 * (5 + 10) + 60
+# The bundle's download: five tries of 10 s to connect and 60 s to read.
+FETCH_WORST_S = 5 * (10 + 60)
+# State Manager's run: the download, a wait for an apply already running (cloud-init's, at first boot), and its
+# own apply; it ends at once when that apply was of the same version. AWS-RunShellScript allows up to 172800 s.
+ASSOCIATION_TIMEOUT_S = FETCH_WORST_S + 2 * APPLY_WORST_S
+
+
 def fetch_and_apply(bundle_version: str) -> str:
     """The shell command that fetches a bundle version from the bucket and applies it.
 
     The user data runs it at first boot and State Manager on every new
-    version, possibly at the same time: each downloads to a name of its own.
-    It reads the bucket and region from the instance's env file; an instance
-    whose env predates the region there asks the instance metadata for it.
+    version, possibly at the same time: each downloads to a name of its own,
+    and trainguard-apply lets one run at a time. A version already applied to
+    the end is neither fetched nor applied again. It reads the bucket and
+    region from the instance's env file; an instance whose env predates the
+    region there asks the instance metadata for it.
     """
-    installed = contract.INSTALLED_BUNDLE
+    installed, applied = contract.INSTALLED_BUNDLE, contract.APPLIED_VERSION_FILE
     return (
-        f"set -eu; . {contract.ENV_FILE}; mkdir -p {PurePosixPath(installed).parent}; "
+        f'set -eu; if [ "$(cat {applied} 2>/dev/null || true)" = {bundle_version} ]; then '
+        f'echo "trainguard: bundle {bundle_version} already applied"; exit 0; fi; '
+        f". {contract.ENV_FILE}; mkdir -p {PurePosixPath(installed).parent}; "
         f"new=$(mktemp {installed}.{bundle_version}.XXXXXX); "
         f"region=${{{contract.REGION_VARIABLE}:-$({contract.IMDS_HELPER} meta-data/placement/region || true)}}; "
-        'aws s3 cp --only-show-errors ${region:+--region "$region"} '
+        "AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=5 aws s3 cp --only-show-errors --cli-connect-timeout 10 "
+        '--cli-read-timeout 60 ${region:+--region "$region"} '
         f'"s3://${contract.BUCKET_VARIABLE}/{object_key(bundle_version)}" "$new"; '
         f'tar -xzf "$new" -C / {APPLY.lstrip("/")}; '
         f'exec {APPLY} "$new"'

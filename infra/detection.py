@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from healthcheck.lambdas.ssh_canary import INTERVALS_S
+
 HIGH_RES_EVALUATION_DELAY_S = 20
 STANDARD_EVALUATION_DELAY_S = 60
 ACTION_LATENCY_S = 5
@@ -54,7 +56,8 @@ EVENTBRIDGE_JITTER_S = 10
 COLD_START_S = 10
 # The canary decides each sample within half its interval, so samples never overlap.
 CANARY_PROBE_SHARE = 0.5
-CANARY_INTERVALS_S = (10, 20, 30, 60)
+# The intervals the canary itself accepts: one list, so the stack never sets one the function refuses.
+CANARY_INTERVALS_S = INTERVALS_S
 MAX_USERSPACE_FREEZE_S = 600
 MIN_HEARTBEAT_MINUTES = 3
 

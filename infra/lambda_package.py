@@ -18,7 +18,7 @@ RUNTIME = "python3.12"
 ARCHITECTURE = "arm64"
 AUTO_REBOOT_HANDLER = "healthcheck.lambdas.auto_reboot.handler"
 # Run on a laptop, in CI or on an instance, never by a handler: kept out of the Lambdas' zip.
-LAMBDA_LEAVES_OUT = ("drill", "pull", "guard")
+LAMBDA_LEAVES_OUT = ("drill", "pull", "guard", "overview")
 
 
 def package_files(leave_out: tuple[str, ...] = ()) -> dict[str, Path]:

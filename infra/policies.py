@@ -50,6 +50,26 @@ def bundle_reader(bucket_arn: str, prefix: str) -> Document:
     )
 
 
+def boot_recorder(instance_arn: str) -> Document:
+    """The instance may write its boot tag (trainguard-record-boot) on itself, and no other tag anywhere.
+
+    Every tag key the request carries must be the boot tag's, and there must be one: the history and managed
+    tags, which the auto-reboot function trusts, stay out of the instance's reach.
+    """
+    return document(
+        {
+            "Sid": "RecordOwnBoot",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": instance_arn,
+            "Condition": {
+                "ForAllValues:StringEquals": {"aws:TagKeys": [contract.BOOT_TAG_KEY]},
+                "Null": {"aws:TagKeys": "false"},
+            },
+        }
+    )
+
+
 def guard_notifier(topic_arn: str, key_arn: str) -> Document:
     """The instance's guard may email through the stack's topic, and nothing else there.
 
@@ -203,8 +223,10 @@ def auto_reboot(
     """The auto-reboot function: recover only managed instances, snapshot them, keep evidence, tell a person.
 
     Also: claim an instance in Parameter Store (only under contract.CLAIM_PATH), read
-    alarm states and the canary's SSH metric, and schedule its own looks
-    again (only in its own group, passing only the relook role).
+    alarm states and the canary's SSH metric, schedule its own looks again
+    (only in its own group, passing only the relook role), and delete the
+    remediation snapshots past their expiry (only snapshots tagged as a
+    remediation's).
     """
     ec2 = f"arn:{partition}:ec2:{region}"
     instances = f"{ec2}:{account_id}:instance/*"
@@ -241,8 +263,19 @@ def auto_reboot(
         {
             "Sid": "ReadInstances",
             "Effect": "Allow",
-            "Action": ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes"],
+            "Action": ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeSnapshots"],
             "Resource": "*",
+        },
+        {
+            "Sid": "ExpireRemediationSnapshots",
+            "Effect": "Allow",
+            "Action": "ec2:DeleteSnapshot",
+            "Resource": f"{ec2}::snapshot/*",
+            "Condition": {
+                "StringEquals": {
+                    f"ec2:ResourceTag/{contract.SNAPSHOT_SOURCE_TAG_KEY}": contract.REMEDIATION_SNAPSHOT_SOURCE
+                }
+            },
         },
         {
             "Sid": "KeepPostMortems",
@@ -252,11 +285,15 @@ def auto_reboot(
         },
         *_tell_a_person(topic_arn, key_arn),
         {
-            # A parameter ARN drops the name's leading slash: parameter/trainguard/claims/...
+            # A parameter ARN drops the name's leading slash: parameter/trainguard/claims/...; listing the path
+            # itself (the daily sweep) names parameter/trainguard/claims.
             "Sid": "ClaimInstances",
             "Effect": "Allow",
-            "Action": ["ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameters"],
-            "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter{contract.CLAIM_PATH}/*",
+            "Action": ["ssm:PutParameter", "ssm:GetParameter", "ssm:GetParametersByPath", "ssm:DeleteParameters"],
+            "Resource": [
+                f"arn:{partition}:ssm:{region}:{account_id}:parameter{contract.CLAIM_PATH}",
+                f"arn:{partition}:ssm:{region}:{account_id}:parameter{contract.CLAIM_PATH}/*",
+            ],
         },
         {
             # Reads only. GetMetricStatistics has no resource type; DescribeAlarms is a List action, and a

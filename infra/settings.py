@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from healthcheck.remediation.policy import DEFAULT_EVIDENCE_RETAIN_DAYS, MAX_EVIDENCE_RETAIN_DAYS
 from infra.detection import MIN_HEARTBEAT_MINUTES, Detection, detection_problems
 
 NAMESPACE = "trainguard"
@@ -144,10 +145,27 @@ KEYS: tuple[Key, ...] = (
         "subnetId",
         "subnet_id",
         Kind.STRING,
-        "Subnet for the instances. Default, a default-VPC subnet in a zone that offers the instance type.",
+        "Subnet for the instances, the SSH canary and its CloudWatch endpoint. Default, a default-VPC subnet in a "
+        "zone that offers the instance type, the endpoint and Lambda in a VPC.",
         "use an id like subnet-0123456789abcdef0, or unset it for the default VPC",
         pattern=r"subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})",
         problem="not a subnet id",
+    ),
+    Key(
+        "subnetReachesAws",
+        "subnet_reaches_aws",
+        Kind.BOOLEAN,
+        "Set true when subnetId has no route to an internet or NAT gateway but still reaches S3, CloudWatch, SSM and "
+        "SNS (VPC endpoints, a transit gateway, a proxy). Without it such a subnet is refused.",
+        "pulumi config set trainguard:subnetReachesAws true (or false)",
+    ),
+    Key(
+        "elasticIps",
+        "elastic_ips",
+        Kind.BOOLEAN,
+        "An Elastic IP per instance, so its address survives a stop/start (attached, it costs what the automatic "
+        "public address does).",
+        "pulumi config set trainguard:elasticIps true (or false)",
     ),
     Key(
         "snapshotIntervalHours",
@@ -168,6 +186,15 @@ KEYS: tuple[Key, ...] = (
         "use 1 to 1000",
         low=1,
         high=1000,
+    ),
+    Key(
+        "evidenceRetainDays",
+        "evidence_retain_days",
+        Kind.INTEGER,
+        f"Days a remediation's snapshots and post-mortem files are kept (1 to {MAX_EVIDENCE_RETAIN_DAYS}).",
+        f"use 1 to {MAX_EVIDENCE_RETAIN_DAYS} days",
+        low=1,
+        high=MAX_EVIDENCE_RETAIN_DAYS,
     ),
     Key(
         "cpuAlarmPercent",
@@ -238,8 +265,11 @@ class Settings:
     root_volume_gib: int = 100
     data_volume_gib: int = 200
     subnet_id: str | None = None
+    subnet_reaches_aws: bool = False
+    elastic_ips: bool = True
     snapshot_interval_hours: int = 1
     snapshot_retain_count: int = 24
+    evidence_retain_days: int = DEFAULT_EVIDENCE_RETAIN_DAYS
     cpu_alarm_percent: int = 95
     memory_alarm_percent: int = 90
     disk_alarm_percent: int = 90

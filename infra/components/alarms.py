@@ -40,7 +40,7 @@ class InstanceAlarms(pulumi.ComponentResource):
                 actions.append(recover_action)
             if spec.invokes_auto_reboot:
                 actions.append(auto_reboot_arn)
-            alarm = self._alarm(name, spec, instance_id, stack, topic_arn, bucket_name, actions)
+            alarm = self._alarm(name, spec, instance_id, stack, region, topic_arn, bucket_name, actions)
             self.alarm_arns[spec.key] = alarm.arn
         self.register_outputs({"alarm_arns": self.alarm_arns})
 
@@ -50,6 +50,7 @@ class InstanceAlarms(pulumi.ComponentResource):
         spec: AlarmSpec,
         instance_id: pulumi.Output[str],
         stack: str,
+        region: str,
         topic_arn: pulumi.Output[str],
         bucket_name: pulumi.Output[str],
         actions: list[pulumi.Input[str]],
@@ -58,7 +59,7 @@ class InstanceAlarms(pulumi.ComponentResource):
             f"{name}-{spec.key}",
             name=instance_id.apply(lambda iid: contract.instance_alarm_name(stack, iid, spec.key)),
             alarm_description=pulumi.Output.all(instance_id, bucket_name).apply(
-                lambda args: spec.describe(args[0], args[1])
+                lambda args: spec.describe(args[0], args[1], region)
             ),
             namespace=spec.namespace,
             metric_name=spec.metric_name,

@@ -40,6 +40,11 @@ SSH_PORT = 22
 SECURITY_GROUP_DELETE_TIMEOUT = "60m"
 
 
+def errors_alarm_name(stack: str) -> str:
+    """The canary's own alarm: trainguard-<stack>-ssh-canary-errors."""
+    return f"{contract.stack_alarm_prefix(stack)}ssh-canary-errors"
+
+
 def schedule_input(targets: list[tuple[str, str]], samples: int) -> str:
     """The canary's event: every instance's id and private address (pure)."""
     return json.dumps(
@@ -200,7 +205,7 @@ class SshCanary(pulumi.ComponentResource):
         """A broken canary emails a person; it is never a reason to reboot anything."""
         aws.cloudwatch.MetricAlarm(
             f"{self._name}-errors",
-            name=f"{contract.stack_alarm_prefix(pulumi.get_stack())}ssh-canary-errors",
+            name=errors_alarm_name(pulumi.get_stack()),
             alarm_description=(
                 "trainguard's SSH canary function failed in the last 5 minutes, so SSH freezes may go unnoticed "
                 "until the agent-heartbeat or EC2 status alarms fire. trainguard rebooted nothing: a broken canary "

@@ -9,18 +9,34 @@ import pulumi
 import pulumi_aws as aws
 
 from healthcheck import contract
-from infra.agent_config import DISK_PATHS, GPU_DIMENSIONS
+from infra.agent_config import DISK_PATHS, GPU_MEASUREMENTS
 
 WIDGET_WIDTH = 4  # six graphs fill the dashboard's 24-column row
+# The agent names each GPU measurement nvidia_smi_<measurement>.
+GPU_METRIC_PREFIX = "nvidia_smi_"
+
+
+def dashboard_name(stack: str) -> str:
+    """The stack's dashboard: trainguard-<stack>."""
+    return f"{contract.ALARM_NAME_PREFIX}{stack}"
+
+
+def gpu_search(iid: str) -> str:
+    """Every GPU of one instance, whatever dimensions the agent gives them.
+
+    No metric schema ({namespace, dimension, ...}): a schema matches only metrics with exactly those dimensions,
+    and the agent adds arch with recent drivers (agent_config), not with older ones. Exact-value terms instead.
+    """
+    names = " OR ".join(f'"{GPU_METRIC_PREFIX}{measurement}"' for measurement in GPU_MEASUREMENTS)
+    return (
+        f'SEARCH(\'Namespace="{contract.AGENT_NAMESPACE}" {contract.INSTANCE_DIMENSION}="{iid}" '
+        f"MetricName=({names})', 'Average', 60)"
+    )
 
 
 def instance_graphs(iid: str) -> list[tuple[str, list[list[Any]]]]:
     """One instance's six graphs: (title, CloudWatch metric arrays) (pure)."""
     ec2, agent, instance = "AWS/EC2", contract.AGENT_NAMESPACE, contract.INSTANCE_DIMENSION
-    gpu_search = (
-        f'SEARCH(\'{{{agent},{",".join(GPU_DIMENSIONS)}}} {instance}="{iid}" '
-        'MetricName=("nvidia_smi_utilization_gpu" OR "nvidia_smi_memory_used")\', \'Average\', 60)'
-    )
     return [
         ("CPU %", [[ec2, "CPUUtilization", instance, iid]]),
         ("Memory used %", [[agent, contract.MEMORY_METRIC, instance, iid]]),
@@ -35,7 +51,7 @@ def instance_graphs(iid: str) -> list[tuple[str, list[list[Any]]]]:
             ],
         ),
         ("Disk used %", [[agent, contract.DISK_METRIC, instance, iid, "path", path] for path in DISK_PATHS]),
-        ("GPU utilisation and memory used (MiB)", [[{"expression": gpu_search, "id": "gpu"}]]),
+        ("GPU utilisation and memory used (MiB)", [[{"expression": gpu_search(iid), "id": "gpu"}]]),
         (
             "Status checks failed",
             [[ec2, "StatusCheckFailed_System", instance, iid], [ec2, "StatusCheckFailed_Instance", instance, iid]],
@@ -80,16 +96,16 @@ class StackDashboard(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("trainguard:monitoring:StackDashboard", name, None, opts)
-        dashboard_name = f"trainguard-{pulumi.get_stack()}"
+        named = dashboard_name(pulumi.get_stack())
         aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
-            dashboard_name=dashboard_name,
+            dashboard_name=named,
             dashboard_body=pulumi.Output.all(*instance_ids).apply(
                 lambda ids: json.dumps(dashboard_body(list(ids), region))
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.url = pulumi.Output.from_input(
-            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards:name={dashboard_name}"
+            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards:name={named}"
         )
         self.register_outputs({"url": self.url})

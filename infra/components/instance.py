@@ -1,4 +1,11 @@
-"""TrainingInstance: one GPU instance, its /data volume, and an instance profile with exactly what it needs."""
+"""TrainingInstance: one GPU instance, its /data volume, its address, and an instance profile with exactly what it
+needs.
+
+By default each instance gets an Elastic IP, so its address survives a stop/start (the auto-reboot function's
+escalation, or a person's): the public IPv4 charge is the same for an attached Elastic IP as for the automatic
+public address. In a subnet without a route to an internet gateway there is no public address to keep, and the
+instance is reached at its private one.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,10 @@ import pulumi
 import pulumi_aws as aws
 
 from healthcheck import contract
-from infra.bundle import fetch_and_apply
+from infra.bundle import ASSOCIATION_TIMEOUT_S, fetch_and_apply
 from infra.policies import (
     assume_role,
+    boot_recorder,
     bundle_reader,
     guard_notifier,
     results_writer,
@@ -33,6 +41,9 @@ class Placement:
     region: str
     bundle_version: str
     bundle_upload: pulumi.Resource
+    stack: str
+    public: bool  # the subnet routes to an internet gateway: reached at a public address
+    elastic_ip: bool  # keep that address across a stop/start
 
 
 @dataclass(frozen=True)
@@ -53,12 +64,18 @@ class Size:
     data_volume_gib: int
 
 
+def association_name(name: str, stack: str) -> str:
+    """The bundle association's name: the stack's name in it tells State Manager's list which stack it is for."""
+    return f"{name}-bundle-{stack}"[:128]
+
+
 class TrainingInstance(pulumi.ComponentResource):
     """One instance: its role, its data volume, the instance, the bundle's association and its permissions."""
 
     instance_id: pulumi.Output[str]
-    public_ip: pulumi.Output[str]
+    public_ip: pulumi.Output[str]  # the Elastic IP's, or the automatic one ("" in a private subnet)
     private_ip: pulumi.Output[str]
+    address: pulumi.Output[str]  # where SSH reaches it: the public address, or in a private subnet the private one
     data_volume_id: pulumi.Output[str]
 
     def __init__(
@@ -73,7 +90,11 @@ class TrainingInstance(pulumi.ComponentResource):
         super().__init__("trainguard:compute:TrainingInstance", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
-        self._tags = {"Name": name, contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE}
+        self._tags = {
+            "Name": name,
+            contract.MANAGED_TAG_KEY: contract.MANAGED_TAG_VALUE,
+            contract.STACK_TAG_KEY: placement.stack,
+        }
 
         role, profile = self._role(links.partition)
         data_volume = self._data_volume(placement, size.data_volume_gib)
@@ -91,10 +112,20 @@ class TrainingInstance(pulumi.ComponentResource):
 
         self.instance_id = instance.id
         self.public_ip = instance.public_ip
+        if placement.public and placement.elastic_ip:
+            self.public_ip = aws.ec2.Eip(
+                f"{name}-address", domain="vpc", instance=instance.id, tags=self._tags, opts=self._child
+            ).public_ip
         self.private_ip = instance.private_ip
+        self.address = self.public_ip if placement.public else self.private_ip
         self.data_volume_id = data_volume.id
         self.register_outputs(
-            {"instance_id": instance.id, "public_ip": instance.public_ip, "data_volume_id": data_volume.id}
+            {
+                "instance_id": instance.id,
+                "public_ip": self.public_ip,
+                "address": self.address,
+                "data_volume_id": data_volume.id,
+            }
         )
 
     def _role(self, partition: str) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
@@ -174,16 +205,20 @@ class TrainingInstance(pulumi.ComponentResource):
         """Applies each new bundle version to the running instance; its parameters name the version."""
         aws.ssm.Association(
             f"{self._name}-bundle-association",
-            # The stack's name in it tells a person, and State Manager's list, which stack it belongs to.
-            association_name=f"{self._name}-bundle-{pulumi.get_stack()}"[:128],
+            association_name=association_name(self._name, placement.stack),
             name="AWS-RunShellScript",
             targets=[{"key": "InstanceIds", "values": [instance.id]}],
-            parameters={"commands": fetch_and_apply(placement.bundle_version), "executionTimeout": "900"},
+            # Sized to the worst case (infra.bundle): a run that State Manager cuts short is never retried.
+            parameters={
+                "commands": fetch_and_apply(placement.bundle_version),
+                "executionTimeout": str(ASSOCIATION_TIMEOUT_S),
+            },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[placement.bundle_upload]),
         )
 
     def _permissions(self, role: aws.iam.Role, instance: aws.ec2.Instance, links: Links) -> None:
-        """Read the bundles, email through the topic (the guard), write the instance's own results prefix."""
+        """Read the bundles, email through the topic (the guard), write the instance's own results prefix, and
+        record its own boots in its boot tag."""
         name = self._name
         aws.iam.RolePolicy(
             f"{name}-bundle",
@@ -206,5 +241,11 @@ class TrainingInstance(pulumi.ComponentResource):
             policy=pulumi.Output.all(links.bucket_arn, instance.id).apply(
                 lambda args: json.dumps(results_writer(args[0], args[1]))
             ),
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-boot",
+            role=role.id,
+            policy=instance.arn.apply(lambda arn: json.dumps(boot_recorder(arn))),
             opts=self._child,
         )

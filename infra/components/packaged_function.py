@@ -22,6 +22,7 @@ PolicyFor = Callable[[pulumi.Output[str]], pulumi.Output[str]]
 
 class PackagedFunction(pulumi.ComponentResource):
     function: aws.lambda_.Function
+    role_policy: aws.iam.RolePolicy  # what the function may do: whatever invokes it on destroy must outlive it
 
     def __init__(
         self,
@@ -46,7 +47,7 @@ class PackagedFunction(pulumi.ComponentResource):
             description=description,
             opts=child,
         )
-        aws.iam.RolePolicy(f"{name}-role-policy", role=role.id, policy=policy(logs.arn), opts=child)
+        self.role_policy = aws.iam.RolePolicy(f"{name}-role-policy", role=role.id, policy=policy(logs.arn), opts=child)
         self.function = aws.lambda_.Function(
             f"{name}-function",
             description=description,

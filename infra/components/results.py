@@ -1,4 +1,8 @@
-"""ResultsBucket: where results go so they outlive the machine. Private, versioned, encrypted, TLS only."""
+"""ResultsBucket: where results go so they outlive the machine. Private, versioned, encrypted, TLS only.
+
+Old versions expire after NONCURRENT_VERSION_DAYS, and a remediation's post-mortem files (postmortem/) after the
+stack's evidenceRetainDays, so neither piles up.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from healthcheck import contract
 from infra.policies import tls_only_bucket
 
 NONCURRENT_VERSION_DAYS = 30
@@ -16,7 +21,7 @@ class ResultsBucket(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, *, evidence_retain_days: int, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainguard:results:ResultsBucket", name, None, opts)
         # Results must survive `pulumi destroy`: the bucket is left behind, not emptied, and so is
         # everything that protects it (private, TLS only, encrypted, old versions expiring), or a kept
@@ -56,7 +61,14 @@ class ResultsBucket(pulumi.ComponentResource):
                     "filter": {"prefix": ""},
                     "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
-                }
+                },
+                {
+                    # A remediation's console, decision and screenshot, kept as long as its snapshots.
+                    "id": "expire-postmortems",
+                    "status": "Enabled",
+                    "filter": {"prefix": contract.POSTMORTEM_PREFIX},
+                    "expiration": {"days": evidence_retain_days},
+                },
             ],
             opts=child,
         )

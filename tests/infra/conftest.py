@@ -23,6 +23,7 @@ class Recorded:
     name: str
     inputs: dict[str, Any]
     id: str
+    outputs: dict[str, Any] = field(default_factory=dict)  # what the mocks answered, as AWS would
 
 
 @dataclass
@@ -31,6 +32,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     auto_recovery: bool = False
     architectures: tuple[str, ...] = ("x86_64",)
+    # Zones that offer the instance type, the CloudWatch interface endpoint and (its endpoint standing for it)
+    # Lambda in a VPC; and where the configured subnet's route table sends 0.0.0.0/0 (None: nowhere).
+    type_zones: tuple[str, ...] = (f"{REGION}a", f"{REGION}b")
+    monitoring_zones: tuple[str, ...] = (f"{REGION}a", f"{REGION}b", f"{REGION}c")
+    lambda_zones: tuple[str, ...] = (f"{REGION}a", f"{REGION}b", f"{REGION}c")
+    subnet_zone: str = f"{REGION}a"
+    default_route: dict[str, str] | None = field(default_factory=lambda: {"gatewayId": "igw-0123456789abcdef0"})
+    subnet_has_own_route_table: bool = True
     resources: list[Recorded] = field(default_factory=list)
     # Resource options by resource name, as the program set them (recorded by a transformation).
     options: dict[str, pulumi.ResourceOptions] = field(default_factory=dict)
@@ -44,6 +53,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             resource_id = f"i-{number:017x}"
             outputs["publicIp"] = f"198.51.100.{number}"
             outputs["privateIp"] = f"172.31.{number // 250}.{number % 250 + 4}"  # never connected to
+            outputs["arn"] = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{resource_id}"
+        elif args.typ == "aws:ec2/eip:Eip":
+            resource_id = f"eipalloc-{number:017x}"
+            outputs["publicIp"] = f"203.0.113.{number % 250}"
         elif args.typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
             resource_id = f"vpce-{number:017x}"
             service = str(args.inputs.get("serviceName", "")).rsplit(".", 1)[-1]
@@ -65,11 +78,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["arn"] = f"arn:aws:s3:::{arn_id}"
         outputs.setdefault("keyId", resource_id)
         outputs.setdefault("name", args.name)  # AWS names what the program leaves unnamed
-        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), resource_id))
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), resource_id, outputs))
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.calls.append((args.token, dict(args.args)))
+        filters = {f["name"]: f["values"] for f in args.args.get("filters", [])}
+        endpoint_zones = {"monitoring": self.monitoring_zones, "lambda": self.lambda_zones}
+        routes = [] if self.default_route is None else [{"cidrBlock": "0.0.0.0/0", **self.default_route}]
+        own_table = self.subnet_has_own_route_table or "association.main" in filters
         answers: dict[str, dict[str, Any]] = {
             "aws:index/getCallerIdentity:getCallerIdentity": {
                 "accountId": ACCOUNT_ID,
@@ -88,16 +105,31 @@ class RecordingMocks(pulumi.runtime.Mocks):
             },
             "aws:ec2/getAmi:getAmi": {"id": DLAMI_ID, "imageId": DLAMI_ID},
             "aws:ec2/getVpc:getVpc": {"id": "vpc-0000000000000def0"},
-            "aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-0bbbbbbbbbbbbbbbb", "subnet-0aaaaaaaaaaaaaaaa"]},
+            # The default VPC's default subnets in the zones asked for (a: ...aaaa, b: ...bbbb, c: ...cccc).
+            "aws:ec2/getSubnets:getSubnets": {
+                "ids": [f"subnet-0{zone[-1] * 16}" for zone in filters.get("availability-zone", [])]
+            },
             "aws:ec2/getSubnet:getSubnet": {
                 "id": args.args.get("id"),
                 "vpcId": "vpc-0000000000000def0",
-                "availabilityZone": f"{REGION}a",
+                "availabilityZone": self.subnet_zone,
             },
             "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
-                "locations": [f"{REGION}a", f"{REGION}b"],
-                "locationTypes": ["availability-zone"] * 2,
-                "instanceTypes": [args.args.get("filters", [{}])[0].get("values", [""])[0]] * 2,
+                "locations": list(self.type_zones),
+                "locationTypes": ["availability-zone"] * len(self.type_zones),
+                "instanceTypes": [filters.get("instance-type", [""])[0]] * len(self.type_zones),
+            },
+            "aws:ec2/getVpcEndpointService:getVpcEndpointService": {
+                "availabilityZones": list(endpoint_zones.get(str(args.args.get("service")), ())),
+                "serviceName": f"com.amazonaws.{REGION}.{args.args.get('service')}",
+                "id": str(args.args.get("service")),
+            },
+            "aws:ec2/getRouteTables:getRouteTables": {"ids": ["rtb-0123456789abcdef0"] if own_table else []},
+            "aws:ec2/getRouteTable:getRouteTable": {
+                "id": args.args.get("routeTableId"),
+                "routeTableId": args.args.get("routeTableId"),
+                "vpcId": "vpc-0000000000000def0",
+                "routes": routes,
             },
         }
         return answers[args.token]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -71,14 +72,76 @@ def test_every_metric_carries_exactly_the_dimensions_alarms_select_on() -> None:
     assert config["metrics"]["aggregation_dimensions"] == [["InstanceId", "path"]]
 
 
-def test_the_dashboard_searches_the_gpu_dimensions_the_agent_emits() -> None:
-    from infra.components.dashboard import dashboard_body
+# What the agent's GPU metrics carry once the host name is omitted and InstanceId appended: index and name
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Agent-NVIDIA-GPU.html), and arch
+# with the drivers whose nvidia-smi XML names the product architecture (Telegraf's nvidia_smi input,
+# plugins/inputs/nvidia_smi/schema_v12/parser.go).
+GPU_DIMENSIONS = {"InstanceId", "arch", "index", "name"}
+GPU_DIMENSIONS_OLDER_DRIVERS = {"InstanceId", "index", "name"}
 
-    body = json.dumps(dashboard_body(["i-0123456789abcdef0"], "eu-west-1"))
 
-    # The agent's nvidia_gpu metrics carry index, name and host; host is omitted, InstanceId appended.
-    assert "{CWAgent,InstanceId,index,name}" in body
-    assert "arch" not in body and "swap" not in body
+def search_matches(expression: str, namespace: str, metric: str, dimensions: dict[str, str]) -> bool:
+    """Whether a CloudWatch SEARCH expression of the forms the dashboard uses finds one metric.
+
+    A schema {Namespace,Dim,...} matches only metrics with exactly those dimension names; each Key="value" term
+    must match exactly; MetricName=("a" OR "b") any of them
+    (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/search-expression-syntax.html).
+    """
+    query = re.fullmatch(r"SEARCH\('(.*)', '[A-Za-z]+', \d+\)", expression)
+    assert query is not None, expression
+    text = query.group(1)
+    schema = re.match(r"\s*\{([^}]*)\}", text)
+    if schema is not None:
+        names = [name.strip() for name in schema.group(1).split(",")]
+        if names[0] != namespace or set(names[1:]) != set(dimensions):
+            return False
+        text = text[schema.end() :]
+    properties = {"Namespace": namespace, "MetricName": metric, **dimensions}
+    for key, values in re.findall(r'(\w+)=(\([^)]*\)|"[^"]*")', text):
+        allowed = re.findall(r'"([^"]*)"', values)
+        if properties.get(key) not in allowed:
+            return False
+    return True
+
+
+def test_the_dashboard_finds_the_gpu_metrics_with_and_without_arch() -> None:
+    from infra.components.dashboard import dashboard_body, gpu_search
+
+    iid = "i-0123456789abcdef0"
+    search = gpu_search(iid)
+
+    body = dashboard_body([iid], "eu-west-1")
+    expressions = [
+        item["expression"]
+        for widget in body["widgets"]
+        for line in widget["properties"]["metrics"]
+        for item in line
+        if isinstance(item, dict) and "expression" in item
+    ]
+    assert expressions == [search]
+    assert "swap" not in json.dumps(body)
+
+    for dimensions in (GPU_DIMENSIONS, GPU_DIMENSIONS_OLDER_DRIVERS):
+        tags = {
+            name: {"InstanceId": iid, "arch": "Ampere", "index": "0", "name": "NVIDIA A10G"}[name]
+            for name in dimensions
+        }
+        for metric in ("nvidia_smi_utilization_gpu", "nvidia_smi_memory_used"):
+            assert search_matches(search, "CWAgent", metric, tags), (dimensions, metric)
+        assert not search_matches(search, "CWAgent", "nvidia_smi_temperature_gpu", tags)
+        assert not search_matches(search, "CWAgent", "nvidia_smi_memory_used", tags | {"InstanceId": "i-1"})
+
+
+def test_the_matcher_knows_a_schema_matches_exact_dimension_sets_only() -> None:
+    """The search before, with the schema {CWAgent,InstanceId,index,name}, found nothing once the agent added arch."""
+    before = (
+        'SEARCH(\'{CWAgent,InstanceId,index,name} InstanceId="i-1" '
+        'MetricName=("nvidia_smi_utilization_gpu" OR "nvidia_smi_memory_used")\', \'Average\', 60)'
+    )
+    tags = {"InstanceId": "i-1", "index": "0", "name": "NVIDIA A10G"}
+
+    assert search_matches(before, "CWAgent", "nvidia_smi_memory_used", tags)
+    assert not search_matches(before, "CWAgent", "nvidia_smi_memory_used", tags | {"arch": "Ampere"})
 
 
 def test_user_data_is_yaml_that_round_trips() -> None:

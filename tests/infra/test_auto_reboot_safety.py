@@ -24,8 +24,17 @@ def _function_policy(deployment: Any) -> dict[str, dict[str, Any]]:
 def test_the_function_claims_instances_only_under_the_claims_path(deploy) -> None:
     claim = _function_policy(deploy())["ClaimInstances"]
 
-    assert claim["Resource"] == f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter{contract.CLAIM_PATH}/*"
-    assert set(claim["Action"]) == {"ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameters"}
+    # The path itself, for the daily sweep's listing of every claim, and what lies under it.
+    assert claim["Resource"] == [
+        f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter{contract.CLAIM_PATH}",
+        f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter{contract.CLAIM_PATH}/*",
+    ]
+    assert set(claim["Action"]) == {
+        "ssm:PutParameter",
+        "ssm:GetParameter",
+        "ssm:GetParametersByPath",
+        "ssm:DeleteParameters",
+    }
 
 
 def test_looks_again_run_in_their_own_group_with_a_role_that_may_only_invoke_the_function(deploy) -> None:

@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from healthcheck.lambdas.auto_reboot import TIMEOUT_S
+from healthcheck.remediation.events import parse
 from infra.lambda_package import AUTO_REBOOT_HANDLER, LAMBDA_LEAVES_OUT, package_files
 
 AUTO_REBOOT = "trainguard-auto-reboot-function"
@@ -17,12 +19,14 @@ MAX_ZIP_BYTES = 100 * 1024
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 
-def test_function_runs_python_312_on_arm64_for_60_seconds_with_its_own_logs(deploy) -> None:
+def test_function_runs_python_312_on_arm64_for_its_time_budget_with_its_own_logs(deploy) -> None:
     deployment = deploy()
     function = deployment.named(AUTO_REBOOT).inputs
     logs = deployment.named("trainguard-auto-reboot-logs")
 
-    assert (function["runtime"], function["architectures"], function["timeout"]) == ("python3.12", ["arm64"], 60)
+    assert (function["runtime"], function["architectures"]) == ("python3.12", ["arm64"])
+    # The handler plans its evidence against this timeout: the two must be the same number.
+    assert function["timeout"] == TIMEOUT_S
     assert function["handler"] == AUTO_REBOOT_HANDLER
     assert function["loggingConfig"]["logGroup"] == logs.name  # the mocks name it as AWS would name it
     assert logs.inputs["retentionInDays"] == 30
@@ -106,6 +110,51 @@ def test_stopped_instances_reach_the_function_through_eventbridge(deploy) -> Non
     assert json.loads(rule["eventPattern"])["detail"] == {"state": ["stopped"]}
     assert target["arn"].startswith("arn:aws:lambda:")
     assert permission["sourceArn"] == f"arn:aws:cloudwatch:eu-west-1:123456789012:{deployment.named(STOPPED_RULE).id}"
+
+
+def test_expired_evidence_is_swept_once_a_day_and_only_remediation_snapshots_may_go(deploy) -> None:
+    deployment = deploy()
+    rule = deployment.named("trainguard-auto-reboot-sweep")
+    target = deployment.named("trainguard-auto-reboot-sweep-target").inputs
+    permission = deployment.named("trainguard-auto-reboot-sweep-permission").inputs
+    statements = {
+        s["Sid"]: s
+        for s in json.loads(deployment.named("trainguard-auto-reboot-role-policy").inputs["policy"])["Statement"]
+    }
+
+    assert rule.inputs["scheduleExpression"] == "rate(1 day)"
+    assert parse(json.loads(target["input"]))[0][0].__class__.__name__ == "SweepEvent"
+    assert permission["sourceArn"] == f"arn:aws:cloudwatch:eu-west-1:123456789012:{rule.id}"
+    expire = statements["ExpireRemediationSnapshots"]
+    assert (expire["Action"], expire["Resource"]) == ("ec2:DeleteSnapshot", "arn:aws:ec2:eu-west-1::snapshot/*")
+    assert expire["Condition"] == {"StringEquals": {"ec2:ResourceTag/trainguard:source": "remediation"}}
+    assert "ec2:DescribeSnapshots" in statements["ReadInstances"]["Action"]
+
+
+def test_destroy_and_a_shrinking_fleet_invoke_the_function_to_delete_their_claims(deploy, make_settings) -> None:
+    deployment = deploy(make_settings(instance_count=2))
+    invocation = deployment.one("aws:lambda/invocation:Invocation")
+    options = deployment.mocks.options[invocation.name]
+    claims = {
+        s["Sid"]: s
+        for s in json.loads(deployment.named("trainguard-auto-reboot-role-policy").inputs["policy"])["Statement"]
+    }["ClaimInstances"]
+
+    assert invocation.inputs["lifecycleScope"] == "CRUD"  # invoked on destroy too, with tf.action = delete
+    assert invocation.inputs["functionName"] == deployment.outputs["auto_reboot_function_name"]
+    payload = json.loads(invocation.inputs["input"])
+    (change,), problems = parse({**payload, "tf": {"action": "delete", "prev_input": payload}})
+    assert problems == [] and sorted(change.gone) == sorted(deployment.outputs["instance_ids"])
+    # Destroyed first, while the function and what it may do still exist.
+    assert {resource._name for resource in options.depends_on} >= {  # type: ignore[union-attr]
+        "trainguard-auto-reboot-function",
+        "trainguard-auto-reboot-role-policy",
+    }
+    assert "ssm:GetParametersByPath" in claims["Action"]
+    assert claims["Resource"] == [
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/trainguard/claims",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/trainguard/claims/*",
+    ]
 
 
 def _build_zip(tmp_path: Path) -> Path:

@@ -60,6 +60,7 @@ EXEMPT = {
     "aws:ec2/vpcEndpoint:VpcEndpoint": ("serviceName",),
     "aws:ec2/keyPair:KeyPair": (),
     "aws:ssm/association:Association": ("name",),  # the SSM document's name, AWS's own
+    "aws:lambda/invocation:Invocation": ("functionName",),
 }
 
 
@@ -129,6 +130,7 @@ def test_no_private_dns_endpoint_shuts_the_instances_out(largest_plan) -> None:
         ("aws:ec2/instance:Instance", {"metadataOptions": {"httpPutResponseHopLimit": 65}}, "outside 1..64"),
         ("aws:dlm/lifecyclePolicy:LifecyclePolicy", {"policyDetails": {"schedules": [{"name": "every 1h!"}]}}, "!"),
         ("aws:ssm/association:Association", {"associationName": "a b"}, "does not match"),
+        ("aws:ssm/association:Association", {"parameters": {"executionTimeout": "28801"}}, "does not match"),
         ("aws:cloudwatch/logGroup:LogGroup", {"retentionInDays": 10}, "not one of"),
     ],
 )

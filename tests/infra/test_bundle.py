@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from healthcheck import contract
 from infra.agent_config import agent_config
@@ -181,7 +183,8 @@ def test_the_stack_uploads_the_bundle_and_state_manager_applies_each_version(dep
         assert association.inputs["targets"][0]["key"] == "InstanceIds"
         assert association.inputs["parameters"]["commands"] == fetch_and_apply(version(packed))
     for instance in deployment.of_type(INSTANCE):
-        assert fetch_and_apply(version(packed)).split("; ")[3] in instance.inputs["userData"]
+        # The first boot runs the same command as State Manager.
+        assert yaml.safe_load(instance.inputs["userData"])["runcmd"] == [["sh", "-c", fetch_and_apply(version(packed))]]
 
 
 def test_instances_read_only_the_bundle_prefix(deploy) -> None:
@@ -200,3 +203,92 @@ def test_a_new_ami_or_new_user_data_never_touches_a_running_instance(deploy) -> 
 
     assert set(options.ignore_changes or []) >= {"ami", "userData"}
     assert deployment.named("trainguard-bundle-" + version(archive(bundle_files()))).typ.startswith("aws:s3/")
+
+
+def test_an_archive_already_applied_to_the_end_is_not_applied_again(tmp_path: Path) -> None:
+    """State Manager's first run waits for cloud-init's apply of the same version, then has nothing to do."""
+    root = tmp_path / "root"
+    packed = archive(bundle_files())
+    first, again, newer = (tmp_path / name for name in ("first.tar.gz", "again.tar.gz", "newer.tar.gz"))
+    first.write_bytes(packed)
+    assert _apply(root, first).returncode == 0
+    # What an apply on an instance writes once its last step succeeded (an apply under a test root starts nothing).
+    (root / contract.APPLIED_VERSION_FILE.lstrip("/")).write_text(version(packed) + "\n")
+    (root / "etc/default/earlyoom").write_text("changed by hand, and kept: the apply did not run\n")
+    again.write_bytes(packed)
+    newer.write_bytes(archive((*bundle_files()[:-1], BundleFile("/etc/trainguard/extra", 0o644, b"x\n"))))
+
+    skipped = _apply(root, again)
+    untouched = (root / "etc/default/earlyoom").read_text()
+    applied = _apply(root, newer)
+
+    assert skipped.returncode == 0
+    assert skipped.stdout == f"trainguard: bundle {version(packed)} already applied; nothing to do\n"
+    assert untouched == "changed by hand, and kept: the apply did not run\n"
+    assert not again.exists()
+    assert applied.returncode == 0 and "installed" in applied.stdout
+    assert (root / "etc/trainguard/extra").read_bytes() == b"x\n"
+
+
+def test_state_manager_fetches_nothing_when_the_version_is_already_applied(tmp_path: Path) -> None:
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    calls.write_text("")
+    (bin_dir / "aws").write_text(f'#!/bin/sh\necho "aws $*" >>{calls}\n')
+    (bin_dir / "aws").chmod(0o755)
+    applied, env = tmp_path / "applied-version", tmp_path / "env"
+    env.write_text("TRAINGUARD_BUCKET=b\nTRAINGUARD_REGION=eu-west-1\n")
+    command = (
+        fetch_and_apply("0123456789abcdef")
+        .replace(contract.APPLIED_VERSION_FILE, str(applied))
+        .replace(contract.ENV_FILE, str(env))
+        .replace(str(Path(contract.INSTALLED_BUNDLE).parent), str(tmp_path))
+    )
+
+    def run() -> subprocess.CompletedProcess[str]:
+        environment = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False, env=environment)
+
+    applied.write_text("0123456789abcdef\n")
+    same = run()
+    applied.write_text("fedcba9876543210\n")
+    other = run()
+
+    assert (same.returncode, same.stdout) == (0, "trainguard: bundle 0123456789abcdef already applied\n")
+    assert calls.read_text().count("aws s3 cp") == 1  # only for the other version
+    assert other.returncode != 0  # the stub fetched nothing to unpack
+
+
+def test_state_managers_timeout_covers_the_worst_apply_the_scripts_allow() -> None:
+    """Every bound the apply's steps set, read from the scripts: a run cut short by State Manager is not retried."""
+    from infra.bundle import APPLY_WORST_S, ASSOCIATION_TIMEOUT_S, DPKG_LOCK_WAIT_S, FETCH_WORST_S
+
+    scripts = {name: (USERDATA_DIR / name).read_text() for name, _, _ in FILES}
+    lock_waits = re.findall(
+        r"DPkg::Lock::Timeout=(\d+)", scripts["trainguard-apply"] + scripts["trainguard-install-agent"]
+    )
+    # earlyoom: install, and on failure update and install again; the agent: one install
+    assert scripts["trainguard-apply"].count("apt_install") == 3 and len(lock_waits) == 3
+    assert {int(wait) for wait in lock_waits} == {DPKG_LOCK_WAIT_S}
+    assert '"$waited" -ge 600' in scripts["trainguard-mount-data"]
+    assert "--max-time 120 --retry 5 --retry-max-time 300" in scripts["trainguard-install-agent"]
+    assert "AWS_MAX_ATTEMPTS=2" in scripts["trainguard-record-boot"]
+    assert "--cli-connect-timeout 5 --cli-read-timeout 10" in scripts["trainguard-record-boot"]
+    assert APPLY_WORST_S == 3 * DPKG_LOCK_WAIT_S + 600 + 300 + 120 + DPKG_LOCK_WAIT_S + 2 * (5 + 10) + 60
+    assert "AWS_MAX_ATTEMPTS=5" in fetch_and_apply("0") and "--cli-connect-timeout 10 --cli-read-timeout 60" in (
+        fetch_and_apply("0")
+    )
+    assert FETCH_WORST_S == 5 * (10 + 60)
+    # a wait for an apply already running, then its own
+    assert ASSOCIATION_TIMEOUT_S == FETCH_WORST_S + 2 * APPLY_WORST_S
+    unit = scripts["trainguard-apply.service"]
+    (timeout,) = re.findall(r"^TimeoutStartSec=(\d+)min$", unit, re.MULTILINE)
+    assert int(timeout) * 60 >= APPLY_WORST_S
+
+
+def test_the_association_waits_as_long_as_an_apply_can_take(deploy) -> None:
+    from infra.bundle import ASSOCIATION_TIMEOUT_S
+
+    (association,) = deploy().of_type(ASSOCIATION)
+
+    assert association.inputs["parameters"]["executionTimeout"] == str(ASSOCIATION_TIMEOUT_S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.detection import Detection, detection_budget, detection_problems
-from infra.pricing import PRICES_USD, monitoring_cost_items, monitoring_cost_usd_month
+from infra.pricing import PRICES_USD, Fleet, cost_items, cost_usd_month, monitoring_cost_usd_month
 from infra.settings import ConfigError, validate
 
 MINIMAL = {"alertEmails": ["a@example.com"], "sshAllowedCidrs": ["10.0.0.0/8"], "keyName": "k"}
@@ -90,9 +90,9 @@ def test_config_that_pushes_the_freeze_budget_past_600s_is_refused() -> None:
 
 
 def test_cost_for_one_gpu_instance_and_how_it_grows() -> None:
-    one = monitoring_cost_usd_month(1, 1, Detection())
-    ten = monitoring_cost_usd_month(10, 1, Detection())
-    slower_canary = monitoring_cost_usd_month(1, 1, Detection(60, 360, 3))
+    one = monitoring_cost_usd_month(Fleet(1, 1))
+    ten = monitoring_cost_usd_month(Fleet(10, 1))
+    slower_canary = monitoring_cost_usd_month(Fleet(1, 1, Detection(30, 180, 3)))
 
     # The goal, at most $20 a month for one g5.xlarge with the defaults (about $31 before), was met at
     # $19.79; memory pressure (two PSI metrics and a high-resolution alarm) adds $0.90 to see a freeze coming.
@@ -103,8 +103,19 @@ def test_cost_for_one_gpu_instance_and_how_it_grows() -> None:
     assert slower_canary < one  # the canary lives a shorter part of each minute
 
 
+def test_the_ssh_alarm_at_a_60_second_canary_interval_is_charged_as_a_standard_alarm() -> None:
+    """CloudWatch bills an alarm as high resolution only when its period is under 60 s."""
+    at_10 = cost_items(Fleet(1, 1, Detection(10, 60, 3)))["alarms"]
+    at_60 = cost_items(Fleet(1, 1, Detection(60, 360, 3)))["alarms"]
+
+    # 7 standard, memory pressure (10 s) and SSH (10 s) high resolution, and the canary's errors alarm
+    assert at_10 == pytest.approx(7 * 0.10 + 2 * 0.30 + 0.10)
+    # at 60 s the SSH alarm's period is a minute: a standard alarm
+    assert at_60 == pytest.approx(8 * 0.10 + 1 * 0.30 + 0.10)
+
+
 def test_every_billed_item_is_counted() -> None:
-    items = monitoring_cost_items(1, 1, Detection())
+    items = cost_items(Fleet(1, 1))
 
     assert set(items) == {
         "alarms",
@@ -116,13 +127,30 @@ def test_every_billed_item_is_counted() -> None:
         "kms_key",
         "dashboard",
         "logs",
+        "dlm_snapshots",
+        "remediation_snapshots",
+        "noncurrent_versions",
+        "public_ipv4",
     }
     assert items["interface_endpoints"] == pytest.approx(7.30)  # one endpoint, the monitoring one
     assert items["kms_key"] == 1.00
     assert items["detailed_monitoring"] == 0  # off: the CPU alarm reads basic 5-minute metrics
     # mem, disk x2 + roll-ups, SSH, PSI some and full, GPU x2
     assert items["custom_metrics"] == pytest.approx((1 + 4 + 1 + 2 + 2) * 0.30)
-    assert sum(items.values()) == pytest.approx(monitoring_cost_usd_month(1, 1, Detection()), abs=0.005)
+    assert sum(items.values()) == pytest.approx(cost_usd_month(Fleet(1, 1)), abs=0.005)
+
+
+def test_what_the_watch_keeps_and_its_public_address_are_counted() -> None:
+    items = cost_items(Fleet(2, 1, root_volume_gib=100, data_volume_gib=200, evidence_retain_days=15))
+
+    # $0.005 an hour per public IPv4 address: an attached Elastic IP costs what the automatic address does.
+    assert items["public_ipv4"] == pytest.approx(2 * 3.65)
+    # Each data volume's blocks once, at $0.05 per GB-month.
+    assert items["dlm_snapshots"] == pytest.approx(2 * 200 * 0.05)
+    # One remediation a month per instance, its root volume copied whole and kept 15 of 30 days.
+    assert items["remediation_snapshots"] == pytest.approx(2 * 100 * 0.05 * 15 / 30)
+    # 10 GB of results rewritten per instance a month, the old versions kept 30 days.
+    assert items["noncurrent_versions"] == pytest.approx(2 * 10 * 0.023)
 
 
 def test_prices_live_in_one_table() -> None:
@@ -137,4 +165,7 @@ def test_prices_live_in_one_table() -> None:
         "dashboard_month",
         "kms_key_month",
         "log_ingestion_gb",
+        "snapshot_gb_month",
+        "s3_standard_gb_month",
+        "public_ipv4_hour",
     }

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "infra" / "__main__.py"
 
 
-def _run_program(mocks: Any, config: dict[str, Any]) -> None:
-    pulumi.runtime.set_mocks(mocks, project="trainguard", stack="test", preview=False)
+def _run_program(mocks: Any, config: dict[str, Any], stack: str = "test") -> None:
+    pulumi.runtime.set_mocks(mocks, project="trainguard", stack=stack, preview=False)
     pulumi.runtime.set_all_config(
         {f"trainguard:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
     )
@@ -75,3 +75,38 @@ def test_pulumi_yaml_declares_every_setting_as_the_program_reads_it() -> None:
     assert (project["name"], project["main"], project["runtime"]["name"]) == ("trainguard", "infra/", "python")
     assert project["config"] == pulumi_config_schema()
     assert all(entry["description"] for entry in project["config"].values())
+
+
+def test_a_stack_name_aws_would_refuse_in_a_derived_name_is_refused_in_one_line(recording_mocks) -> None:
+    """Pulumi allows "prod.eu"; CloudWatch refuses a dashboard named trainguard-prod.eu halfway through `pulumi up`."""
+    mocks = recording_mocks()
+
+    with pytest.raises(pulumi.RunError) as caught:
+        _run_program(mocks, _example_config(), stack="prod.eu")
+
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith("the stack name 'prod.eu' cannot be used: ")
+    assert "trainguard names its Dashboard 'trainguard-prod.eu', which AWS refuses" in line
+    assert "pulumi stack rename prod-eu" in line
+    assert not [r for r in mocks.resources if r.typ.startswith("aws:")]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod-eu_2", "x" * 100])
+def test_stack_names_of_letters_digits_dashes_and_underscores_deploy(recording_mocks, stack: str) -> None:
+    mocks = recording_mocks()
+
+    _run_program(mocks, _example_config(), stack=stack)
+
+    (dashboard,) = [r for r in mocks.resources if r.typ == "aws:cloudwatch/dashboard:Dashboard"]
+    assert dashboard.inputs["dashboardName"] == f"trainguard-{stack}"
+
+
+def test_a_subnet_that_cannot_work_stops_the_program_in_one_line(recording_mocks) -> None:
+    mocks = recording_mocks(default_route=None)
+    config = _example_config() | {"subnetId": "subnet-0123456789abcdef0"}
+
+    with pytest.raises(pulumi.RunError) as caught:
+        _run_program(mocks, config)
+
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith("trainguard:subnetId subnet-0123456789abcdef0 has no route to an internet or NAT gateway")

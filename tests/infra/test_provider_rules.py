@@ -75,6 +75,7 @@ def test_every_iam_document_is_valid_json_and_least_privilege(deploy) -> None:
         "trainguard-node-0-results.policy",
         "trainguard-node-0-bundle.policy",
         "trainguard-node-0-guard.policy",
+        "trainguard-node-0-boot.policy",
         "trainguard-auto-reboot-role.assumeRolePolicy",
         "trainguard-auto-reboot-role-policy.policy",
         "trainguard-auto-reboot-relook-role.assumeRolePolicy",

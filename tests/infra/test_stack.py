@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+
+import pytest
+
+from infra.stack import PlacementError
 
 INSTANCE = "aws:ec2/instance:Instance"
+EIP = "aws:ec2/eip:Eip"
 VOLUME = "aws:ebs/volume:Volume"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
@@ -23,7 +29,8 @@ def test_instance_is_hardened_and_watched(deploy) -> None:
         "tags": {"Name": "trainguard-node-0-root", "trainguard:managed": "true"},
     }
     assert instance["monitoring"] is False  # detailed monitoring is billed and no alarm needs it
-    assert instance["tags"] == {"Name": "trainguard-node-0", "trainguard:managed": "true"}
+    # The stack's name, so `trainguard status` finds its instances.
+    assert instance["tags"] == {"Name": "trainguard-node-0", "trainguard:managed": "true", "trainguard:stack": "test"}
     assert instance["instanceType"] == "g5.xlarge"
     assert instance["ami"] == "ami-0dee9dee9dee9dee9"
     assert instance["iamInstanceProfile"] == "trainguard-node-0-profile"
@@ -53,6 +60,67 @@ def test_default_subnet_is_in_a_zone_that_offers_the_instance_type(deploy, make_
     assert deployment.one(INSTANCE).inputs["subnetId"] == "subnet-0aaaaaaaaaaaaaaaa"
     chosen = deploy(make_settings(subnet_id="subnet-0123456789abcdef0"))
     assert chosen.one(INSTANCE).inputs["subnetId"] == "subnet-0123456789abcdef0"
+
+
+def test_the_default_subnet_is_in_a_zone_with_the_cloudwatch_endpoint_and_vpc_lambda(deploy) -> None:
+    """eu-west-1a offers the instance type but neither the interface endpoint nor (its stand-in) VPC Lambda."""
+    deployment = deploy(monitoring_zones=("eu-west-1b", "eu-west-1c"), lambda_zones=("eu-west-1b",))
+
+    endpoint = deployment.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs
+    assert deployment.one(INSTANCE).inputs["subnetId"] == "subnet-0bbbbbbbbbbbbbbbb"
+    assert endpoint["subnetIds"] == ["subnet-0bbbbbbbbbbbbbbbb"]
+    services = [call["service"] for token, call in deployment.mocks.calls if token.endswith("getVpcEndpointService")]
+    assert sorted(services) == ["lambda", "monitoring"]
+
+
+def test_no_zone_with_everything_is_refused_saying_which_zone_offers_what(deploy) -> None:
+    with pytest.raises(PlacementError) as caught:
+        deploy(type_zones=("eu-west-1a",), monitoring_zones=("eu-west-1b",))
+
+    (line,) = str(caught.value).splitlines()
+    assert "g5.xlarge in eu-west-1a" in line
+    assert "the CloudWatch interface endpoint in eu-west-1b" in line
+    assert "set trainguard:subnetId" in line
+
+
+def test_a_configured_subnet_in_a_zone_without_the_endpoint_is_refused(deploy, make_settings) -> None:
+    with pytest.raises(PlacementError, match="subnet-0123456789abcdef0 is in eu-west-1a, which lacks"):
+        deploy(make_settings(subnet_id="subnet-0123456789abcdef0"), monitoring_zones=("eu-west-1b",))
+
+
+@pytest.mark.parametrize("own_table", [True, False], ids=["own-route-table", "main-route-table"])
+def test_a_subnet_without_a_route_out_is_refused_unless_the_user_says_it_reaches_aws(
+    deploy, make_settings, own_table: bool
+) -> None:
+    private = make_settings(subnet_id="subnet-0123456789abcdef0")
+
+    with pytest.raises(PlacementError) as caught:
+        deploy(private, default_route=None, subnet_has_own_route_table=own_table)
+    confirmed = deploy(
+        make_settings(subnet_id="subnet-0123456789abcdef0", subnet_reaches_aws=True),
+        default_route=None,
+        subnet_has_own_route_table=own_table,
+    )
+
+    (line,) = str(caught.value).splitlines()
+    assert "has no route to an internet or NAT gateway" in line
+    assert "pulumi config set trainguard:subnetReachesAws true" in line
+    # Reached at its private address: no Elastic IP, which could not work without an internet gateway.
+    assert confirmed.of_type(EIP) == []
+    assert confirmed.outputs["ssh_commands"] == [f"ssh ubuntu@{_private(confirmed)}"]
+
+
+def test_a_subnet_behind_a_nat_gateway_is_used_at_private_addresses(deploy, make_settings) -> None:
+    deployment = deploy(
+        make_settings(subnet_id="subnet-0123456789abcdef0"), default_route={"natGatewayId": "nat-0123456789abcdef0"}
+    )
+
+    assert deployment.of_type(EIP) == []
+    assert deployment.outputs["ssh_commands"] == [f"ssh ubuntu@{_private(deployment)}"]
+
+
+def _private(deployment) -> str:
+    return str(deployment.one(INSTANCE).outputs["privateIp"])
 
 
 def test_data_volume_is_encrypted_gp3_kept_and_tagged_for_snapshots(deploy) -> None:
@@ -124,11 +192,30 @@ def test_results_bucket_is_private_versioned_encrypted_tls_only_and_kept(deploy)
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
     ).inputs
     assert encryption["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
-    (rule,) = deployment.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
-    assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == 30
-    assert rule["filter"] == {"prefix": ""}  # every object; the provider deprecates an empty filter
+    rules = {
+        rule["id"]: rule
+        for rule in deployment.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
+    }
+    assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+    # every object; the provider deprecates an empty filter
+    assert rules["expire-noncurrent-versions"]["filter"] == {"prefix": ""}
     (statement,) = json.loads(deployment.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])["Statement"]
     assert (statement["Effect"], statement["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
+
+
+@pytest.mark.parametrize("days", [None, 7])
+def test_post_mortem_files_expire_with_the_evidence_retention(deploy, make_settings, days: int | None) -> None:
+    deployment = deploy(make_settings(**({"evidence_retain_days": days} if days else {})))
+
+    rules = deployment.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
+    (postmortems,) = [rule for rule in rules if rule["filter"] == {"prefix": "postmortem/"}]
+    assert (postmortems["status"], postmortems["expiration"]) == ("Enabled", {"days": days or 21})
+    (variables,) = [
+        f.inputs["environment"]["variables"]
+        for f in deployment.of_type("aws:lambda/function:Function")
+        if f.inputs["handler"].endswith("auto_reboot.handler")
+    ]
+    assert variables["TRAINGUARD_EVIDENCE_RETAIN_DAYS"] == str(days or 21)
 
 
 def test_alert_topic_is_encrypted_with_one_email_subscription_per_address(deploy) -> None:
@@ -206,7 +293,7 @@ def test_alarm_descriptions_say_what_it_means_what_was_done_and_what_next(deploy
     for key, alarm in alarms.items():
         text = alarm["alarmDescription"]
         assert "trainguard" in text, key
-        assert "python -m healthcheck probe i-" in text or "aws ec2" in text, key
+        assert "trainguard probe i-" in text or "aws ec2" in text, key
         assert len(text) <= 1024, key
 
 
@@ -264,27 +351,85 @@ def test_dashboard_shows_every_instance(deploy, make_settings) -> None:
 
 
 def test_exports_give_a_person_everything_to_reach_each_instance(deploy, make_settings) -> None:
-    outputs = deploy(make_settings(instance_count=2)).outputs
+    deployment = deploy(make_settings(instance_count=2))
+    outputs = deployment.outputs
 
     assert set(outputs) == {
         "instance_ids",
         "public_ips",
         "ssh_commands",
+        "ssh_config",
         "probe_commands",
         "bucket_name",
         "topic_arn",
         "dashboard_url",
         "detection_budget_seconds",
         "monitoring_cost_usd_month",
+        "cost_usd_month",
+        "cost_items_usd_month",
+        "region",
+        "stack",
+        "bundle_version",
+        "auto_reboot_function_name",
+        "canary_function_name",
+        "dlm_policy_id",
     }
     first, second = outputs["instance_ids"]
+    # A laptop whose default region is another one still finds the instance.
     assert outputs["probe_commands"] == [
-        f"python -m healthcheck probe {first}",
-        f"python -m healthcheck probe {second}",
+        f"trainguard probe {first} --region eu-west-1",
+        f"trainguard probe {second} --region eu-west-1",
     ]
     assert outputs["ssh_commands"] == [f"ssh ubuntu@{ip}" for ip in outputs["public_ips"]]
     assert outputs["bucket_name"] == "trainguard-results-20261129"
     assert outputs["topic_arn"].startswith("arn:aws:sns:")
+
+
+def test_exports_name_every_piece_trainguard_status_looks_for(deploy) -> None:
+    deployment = deploy()
+    outputs = deployment.outputs
+
+    assert (outputs["region"], outputs["stack"]) == ("eu-west-1", "test")
+    upload = deployment.one("aws:s3/bucketObjectv2:BucketObjectv2").inputs
+    assert upload["key"] == f"trainguard/bundle/{outputs['bundle_version']}.tar.gz"
+    functions = {f.inputs["handler"]: f.outputs["name"] for f in deployment.of_type("aws:lambda/function:Function")}
+    assert outputs["auto_reboot_function_name"] == functions["healthcheck.lambdas.auto_reboot.handler"]
+    assert outputs["canary_function_name"] == functions["healthcheck.lambdas.ssh_canary.handler"]
+    assert outputs["dlm_policy_id"] == deployment.one("aws:dlm/lifecyclePolicy:LifecyclePolicy").id
+
+
+def test_each_instance_keeps_its_address_across_a_stop_start_with_an_elastic_ip(deploy, make_settings) -> None:
+    deployment = deploy(make_settings(instance_count=2))
+    without = deploy(make_settings(elastic_ips=False))
+
+    addresses = deployment.of_type(EIP)
+    instance_ids = deployment.outputs["instance_ids"]
+    assert sorted(a.inputs["instance"] for a in addresses) == sorted(instance_ids)
+    assert all(a.inputs["domain"] == "vpc" and a.inputs["tags"]["trainguard:stack"] == "test" for a in addresses)
+    # The exported addresses are the Elastic IPs, not the automatic ones a stop/start would change.
+    assert sorted(deployment.outputs["public_ips"]) == sorted(a.outputs["publicIp"] for a in addresses)
+    assert without.of_type(EIP) == []
+    assert without.outputs["public_ips"] == [without.one(INSTANCE).outputs["publicIp"]]
+
+
+def test_the_ssh_config_snippet_names_each_instance_by_stack_and_index(deploy, make_settings) -> None:
+    outputs = deploy(make_settings(instance_count=2)).outputs
+    first, second = outputs["instance_ids"]
+    ip_first, ip_second = outputs["public_ips"]
+
+    assert outputs["ssh_config"] == (
+        f"Host trainguard-test-0\n    HostName {ip_first}\n    User ubuntu\n"
+        f"    # {first} in eu-west-1: trainguard probe {first} --region eu-west-1\n"
+        "\n"
+        f"Host trainguard-test-1\n    HostName {ip_second}\n    User ubuntu\n"
+        f"    # {second} in eu-west-1: trainguard probe {second} --region eu-west-1\n"
+    )
+
+
+def test_the_alarm_emails_name_the_region_in_every_command(deploy) -> None:
+    for key, alarm in _alarms(deploy()).items():
+        commands = re.findall(r"trainguard (?:probe|reboot) i-[0-9a-f]+[^.;]*", alarm["alarmDescription"])
+        assert all("--region eu-west-1" in command for command in commands), (key, commands)
 
 
 def test_a_kept_results_bucket_keeps_everything_that_protects_it(deploy) -> None:

@@ -18,6 +18,7 @@ from infra.user_data import cloud_config, user_data
 from tests.conftest import write_bundle_env
 
 VOLUME_ID = "vol-0123456789abcdef0"
+INSTANCE_ID = "i-0123456789abcdef0"
 TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:trainguard-alerts"
 
 
@@ -85,63 +86,6 @@ def test_results_are_pushed_every_five_minutes_with_the_region_and_protected_mem
     assert "AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-${TRAINGUARD_REGION:-" in push
 
 
-def _run_mount_script(tmp_path: Path, blkid_finds_filesystem: bool) -> str:
-    """Run trainguard-mount-data against stub commands, recording what it calls."""
-    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
-    bin_dir.mkdir()
-    device = tmp_path / "by-id-device"
-    stubs = {
-        "blkid": f'echo "blkid $*" >>{calls}; '
-        + (
-            'case "$*" in *UUID*) echo 1234-abcd;; *TYPE*) echo ext4;; esac; exit 0'
-            if blkid_finds_filesystem
-            else 'case "$*" in *UUID*) echo 1234-abcd;; *TYPE*) echo ext4;; *) exit 2;; esac'
-        ),
-        "mkfs.ext4": f'echo "mkfs.ext4 $*" >>{calls}',
-        "mountpoint": "exit 1",
-        "mount": f'echo "mount $*" >>{calls}',
-    }
-    for name, body in stubs.items():
-        stub = bin_dir / name
-        stub.write_text(f"#!/bin/sh\n{body}\n")
-        stub.chmod(0o755)
-    env_file, fstab = tmp_path / "env", tmp_path / "fstab"
-    fstab.write_text("")
-    env_file.write_text(f"TRAINGUARD_DATA_VOLUME_ID={VOLUME_ID}\n")
-    data = tmp_path / "data"
-    bundle_env = write_bundle_env(
-        tmp_path / "bundle.env",
-        TRAINGUARD_ENV_FILE=env_file,
-        TRAINGUARD_DATA_MOUNT=data,
-        TRAINGUARD_RESULTS_DIR=data / "results",
-        TRAINGUARD_CHECKPOINTS_DIR=data / "checkpoints",
-        TRAINGUARD_LOG_DIR=data / "results" / "logs",
-    )
-    script = (USERDATA_DIR / "trainguard-mount-data").read_text().replace("/etc/fstab", str(fstab))
-    # A regular file stands in for the block device; `-b` becomes `-e` for it.
-    script = script.replace('for candidate in "$by_id"', f'for candidate in "{device}"').replace("[ -b ", "[ -e ")
-    device.write_text("")
-    runner = tmp_path / "mount-data"
-    runner.write_text(script)
-    environment = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TRAINGUARD_BUNDLE_ENV": str(bundle_env)}
-    subprocess.run(["sh", str(runner)], check=True, env=environment)
-    return calls.read_text() + fstab.read_text()
-
-
-def test_a_blank_data_volume_is_formatted_and_mounted_by_uuid(tmp_path: Path) -> None:
-    record = _run_mount_script(tmp_path, blkid_finds_filesystem=False)
-
-    assert "mkfs.ext4 -q -L trainguard-data" in record
-    assert f"UUID=1234-abcd {tmp_path / 'data'} ext4 defaults,nofail" in record
-
-
-def test_a_data_volume_with_a_filesystem_is_never_formatted(tmp_path: Path) -> None:
-    record = _run_mount_script(tmp_path, blkid_finds_filesystem=True)
-
-    assert "mkfs" not in record
-    assert f"mount {tmp_path / 'data'}" in record
-
-
 def _stub(bin_dir: Path, name: str, body: str) -> None:
     stub = bin_dir / name
     stub.write_text(f"#!/bin/sh\n{body}\n")
@@ -207,3 +151,70 @@ def test_off_ec2_the_agent_step_says_it_skipped_and_succeeds(tmp_path: Path) -> 
     assert code == 0
     assert "not on EC2" in record
     assert "ctl " not in record and "curl " not in record
+
+
+def _run_record_boot(tmp_path: Path, env: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """Run trainguard-record-boot with a stub `aws` and IMDS; returns what `aws` was asked, and the run."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    calls.write_text("")
+    _stub(bin_dir, "aws", f'echo "AWS_MAX_ATTEMPTS=$AWS_MAX_ATTEMPTS aws $*" >>{calls}')
+    imds = tmp_path / "imds"
+    _stub(tmp_path, imds.name, 'case "$1" in *instance-id) echo i-0fedcba9876543210;; *) echo us-east-2;; esac')
+    env_file = tmp_path / "env"
+    env_file.write_text(env)
+    bundle_env = write_bundle_env(tmp_path / "bundle.env", TRAINGUARD_ENV_FILE=env_file, TRAINGUARD_IMDS=imds)
+    run = subprocess.run(
+        ["sh", str(USERDATA_DIR / "trainguard-record-boot")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TRAINGUARD_BUNDLE_ENV": str(bundle_env)},
+    )
+    return calls.read_text(), run
+
+
+def _kernel_boot_time() -> str:
+    (line,) = [line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")]
+    return line.split()[1]
+
+
+def test_each_boot_is_recorded_in_the_instances_own_tag_at_the_kernels_boot_time(tmp_path: Path) -> None:
+    asked, run = _run_record_boot(tmp_path, "TRAINGUARD_REGION=eu-west-1\n")
+
+    assert run.returncode == 0, run.stderr
+    assert asked == (
+        "AWS_MAX_ATTEMPTS=2 aws ec2 create-tags --region eu-west-1 --cli-connect-timeout 5 --cli-read-timeout 10 "
+        f"--resources i-0fedcba9876543210 --tags Key=trainguard:booted,Value={_kernel_boot_time()}\n"
+    )
+
+
+def test_the_boot_record_names_the_instance_the_env_file_names_and_asks_imds_for_a_missing_region(
+    tmp_path: Path,
+) -> None:
+    asked, run = _run_record_boot(tmp_path, f"TRAINGUARD_INSTANCE_ID={INSTANCE_ID}\n")
+
+    assert run.returncode == 0, run.stderr
+    assert "--region us-east-2 " in asked and f"--resources {INSTANCE_ID} " in asked
+
+
+def test_off_ec2_the_boot_is_not_recorded_and_nothing_fails(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir, "aws", "exit 99")
+    imds = tmp_path / "imds"
+    _stub(tmp_path, imds.name, "exit 7")
+    env_file = tmp_path / "env"
+    env_file.write_text("")
+    bundle_env = write_bundle_env(tmp_path / "bundle.env", TRAINGUARD_ENV_FILE=env_file, TRAINGUARD_IMDS=imds)
+
+    run = subprocess.run(
+        ["sh", str(USERDATA_DIR / "trainguard-record-boot")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TRAINGUARD_BUNDLE_ENV": str(bundle_env)},
+    )
+
+    assert run.returncode == 0
+    assert "not on EC2" in run.stdout
