@@ -42,7 +42,7 @@ SECURITY_GROUP_DELETE_TIMEOUT = "60m"
 
 def errors_alarm_name(stack: str) -> str:
     """The canary's own alarm: trainguard-<stack>-ssh-canary-errors."""
-    return f"{contract.stack_alarm_prefix(stack)}ssh-canary-errors"
+    return contract.stack_alarm_name(stack, contract.CANARY_ERRORS_ALARM_KEY)
 
 
 def schedule_input(targets: list[tuple[str, str]], samples: int) -> str:
