@@ -88,6 +88,12 @@ GENERATED: tuple[tuple[str, int, Callable[[], bytes]], ...] = (
     (f"{AGENT_CONFIG_DIR}/trainguard-gpu.json", READABLE, lambda: _agent(gpu=True)),
     (contract.BUNDLE_ENV_FILE, READABLE, bundle_environment),
     (contract.PACKAGE_ZIP, READABLE, package_zip),
+    # The worker library, alone in the folder `trainguard launch` puts on each worker's PYTHONPATH.
+    (
+        f"{contract.WORKER_LIBRARY_DIR}/{contract.WORKER_LIBRARY_MODULE}.py",
+        READABLE,
+        (Path(contract.__file__).parent / "guard" / f"{contract.WORKER_LIBRARY_MODULE}.py").read_bytes,
+    ),
 )
 
 

@@ -160,3 +160,60 @@ def may_start_next(
         f" MemAvailable {human(mem_available)}, pressure some {pressure.some_avg10:.1f}% full"
         f" {pressure.full_avg10:.1f}%",
     )
+
+
+@dataclass(frozen=True)
+class BatchFit:
+    """The largest batch per worker that fits (exact, or only an upper bound), and the arithmetic as lines."""
+
+    batch: int
+    exact: bool
+    arithmetic: tuple[str, ...]
+
+
+def _per_sample(size: float) -> str:
+    return f"{size / MIB:.2f} MiB" if size < 10 * MIB else human(size)
+
+
+def safe_batch(
+    *,
+    canary_peak: int,
+    canary_batch: int,
+    baseline: int | None,
+    slice_memory_max: int,
+    workers: int,
+    headroom: float,
+) -> BatchFit:
+    """The largest batch per worker with which `workers` workers fit in the slice, headroom included (pure).
+
+    A worker's memory is fixed + batch x per sample. The canary's `baseline` (its memory before its first batch,
+    from the worker library's report) is the fixed part. Without it the answer is only an upper bound: counting
+    the whole peak per sample gives the most batch that could fit, and any fixed part (the model, the optimizer)
+    makes it smaller.
+    """
+    per_worker = slice_memory_max / workers / (1 + headroom)
+    exact = baseline is not None and 0 <= baseline < canary_peak
+    fixed = baseline if exact and baseline is not None else 0
+    per_sample = max(1, math.ceil((canary_peak - fixed) / canary_batch))
+    batch = max(0, math.floor((per_worker - fixed) / per_sample))
+    lines = [
+        f"batch:  per worker: slice MemoryMax {human(slice_memory_max)} / {workers} worker(s) / (1 + {headroom:g})"
+        f" = {human(per_worker)}",
+    ]
+    if exact:
+        verdict = "fits" if canary_batch <= batch else "does not fit"
+        lines += [
+            f"        canary at batch {canary_batch}: peak {human(canary_peak)} = {human(fixed)} fixed (in use before"
+            f" its first batch) + {canary_batch} x {_per_sample(per_sample)} per sample",
+            f"        largest batch per worker: ({human(per_worker)} - {human(fixed)}) / {_per_sample(per_sample)}"
+            f" = {batch} ({batch} x {workers} = {batch * workers} in all); {canary_batch} per worker"
+            f" ({canary_batch * workers} in all) {verdict}",
+        ]
+    else:
+        lines += [
+            f"        canary at batch {canary_batch}: peak {human(canary_peak)}, its fixed part unknown (no"
+            " trainguard-batch.json: the script does not use trainguard_worker)",
+            f"        largest batch per worker: at most {human(per_worker)} / ({human(canary_peak)} / {canary_batch})"
+            f" = {batch}, fewer by its fixed memory (the model, the optimizer)",
+        ]
+    return BatchFit(batch, exact, tuple(lines))

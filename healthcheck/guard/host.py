@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from healthcheck import contract
 from healthcheck.guard import readings, units
 
 NVIDIA_SMI_TIMEOUT_S = 10.0
@@ -45,10 +49,17 @@ def run_command(argv: Sequence[str], timeout: float) -> Completed:
     """
     try:
         process = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            errors="replace",  # a command that prints another encoding must not end the guard
+            start_new_session=True,
         )
     except FileNotFoundError:
         return Completed(127, "", f"{argv[0]}: not found")
+    except OSError as error:  # not executable, say: the shell's 126
+        return Completed(126, "", f"{argv[0]}: {error.strerror or error}")
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -57,6 +68,12 @@ def run_command(argv: Sequence[str], timeout: float) -> Completed:
         process.communicate()
         return Completed(124, "", f"{argv[0]}: no answer within {timeout:g} s")
     return Completed(process.returncode, stdout, stderr)
+
+
+def account_ids(user: str) -> tuple[int, int]:
+    """A user's (uid, gid); KeyError when there is no such user."""
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
 
 
 @dataclass
@@ -69,17 +86,36 @@ class Host:
     cgroup_root: Path = Path("/sys/fs/cgroup")
     proc: Path = Path("/proc")
     log_dir: Path = Path(str(units.LOG_DIR))
+    results_dir: Path = Path(contract.RESULTS_DIR)
+    checkpoints_dir: Path = Path(contract.CHECKPOINTS_DIR)
+    # The bundle writes it: on a machine without it, trainguard's setup never ran (a laptop, say).
+    bundle_env: Path = Path(contract.BUNDLE_ENV_FILE)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: Callable[[], str] = os.getcwd
     euid: Callable[[], int] = os.geteuid
+    which: Callable[[str], str | None] = shutil.which
+    account: Callable[[str], tuple[int, int]] = account_ids
     # worker -> highest memory seen, for kernels without memory.peak and for workers already gone
     peaks: dict[int, int] = field(default_factory=dict)
 
     def read(self, path: Path) -> str | None:
         try:
             return path.read_text()
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             return None
+
+    def worker_folder(self, parent: Path, worker: int, user: str | None) -> Path:
+        """A worker's own folder under `parent` (worker-N), made if missing and given to the user the worker runs
+        as. Never through a link: a folder that is not one is refused (OSError), not followed."""
+        folder = parent / f"{contract.WORKER_DIR_PREFIX}{worker}"
+        parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+        if not stat.S_ISDIR(folder.lstat().st_mode):
+            raise NotADirectoryError(f"{folder} is not a folder")
+        if user:
+            os.lchown(folder, *self.account(user))
+        return folder
 
     def pressure(self) -> readings.Pressure:
         text = self.read(self.proc / "pressure" / "memory")

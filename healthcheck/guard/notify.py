@@ -1,19 +1,25 @@
-"""The guard's notifier: when memory kills a process, push results at once, count it, and email a person.
+"""The guard: when memory kills a process, push results at once, count it, and email a person; keep the record of
+the workers; push for the workers that ask.
 
     python3 -m healthcheck.guard.notify     (the trainguard-guard service)
 
-It follows the journal for two kinds of entry:
+It follows the journal for:
 - systemd's "Failed with result" (MESSAGE_ID d9b373ed55a64feb8242e02dbe79a49c, field UNIT_RESULT) with
   result oom-kill: the kernel killed inside a unit, a training worker in the slice;
-- earlyoom's "sending SIGTERM/SIGKILL to process ..." (earlyoom's kill.c), for a job outside the slice.
-For each it runs `trainguard-push --now` (when installed), publishes Trainguard/Guard WorkerOOMKills (InstanceId)
-and publishes the email to the stack's topic, with AWS CLI v1 (the instance has no boto3 for its python3).
-Between entries it samples the workers' memory, since a killed worker's cgroup (and its memory.peak) is gone
-by the time the entry arrives.
+- earlyoom's "sending SIGTERM/SIGKILL to process ..." (earlyoom's kill.c), for a job outside the slice;
+- the worker units' exits ("Deactivated successfully", process exits, results), for the workers' record
+  (workers.py), which it keeps in the results folder.
+For each kill it runs `trainguard-push --now` (when installed), publishes Trainguard/Guard WorkerOOMKills
+(InstanceId) and publishes the email to the stack's topic, with AWS CLI v1 (the instance has no boto3 for its
+python3). Between entries it samples the workers' memory, since a killed worker's cgroup (and its memory.peak)
+is gone by the time the entry arrives. It keeps its place in the journal (GUARD_CURSOR_FILE), so a guard that
+restarts handles what arrived meanwhile; workers' push requests are answered in a thread (push_requests.py).
+Exit status: 3 for settings it cannot work with (no topic, no journalctl), which restarting cannot fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,8 +35,12 @@ from pathlib import Path
 from healthcheck import contract
 from healthcheck.guard import fit, units
 from healthcheck.guard.host import Completed, Host, Runner, run_command
+from healthcheck.guard.push_requests import PUSH_ARGUMENTS as REQUESTED_PUSH_ARGUMENTS
+from healthcheck.guard.push_requests import PUSH_TIMEOUT_S as REQUESTED_PUSH_TIMEOUT_S
+from healthcheck.guard.push_requests import PushServer
+from healthcheck.guard.trainguard_worker import write_atomically
+from healthcheck.guard.workers import UNIT_FAILURE_RESULT, UNIT_PROCESS_EXIT, UNIT_SUCCESS, WorkerBook, journal_time
 
-UNIT_FAILURE_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"  # systemd's SD_MESSAGE_UNIT_FAILURE_RESULT
 EARLYOOM_UNIT = "earlyoom.service"
 # earlyoom 1.6 to 1.8 all begin the kill line so; the fields after the name vary by version.
 EARLYOOM_KILL = re.compile(r'sending (SIG\w+) to process (\d+) uid (\d+) "(.*)": .*?VmRSS (\d+) MiB')
@@ -44,6 +54,8 @@ AWS_TIMEOUT_S = 40.0
 SUBJECT_MAX = 99
 SAMPLE_INTERVAL_S = 5.0
 DUPLICATE_WINDOW_S = 60.0
+# After a restart the guard replays the journal from its cursor: a kill older than this is recorded, not emailed.
+STALE_KILL_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -64,30 +76,88 @@ class Kill:
         return f"{self.by}:{self.unit}:{self.pid}"
 
 
+def field_text(value: object) -> str | None:
+    """A journal field as text. journalctl -o json gives a string; an array of byte values for a field that is
+    not UTF-8 or holds control characters (a process name cut mid-character); an array of values for a field
+    an entry has more than once (journalctl(1), --output=json)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value:
+        if all(isinstance(byte, int) and not isinstance(byte, bool) and 0 <= byte <= 255 for byte in value):
+            return bytes(value).decode("utf-8", errors="replace")
+        texts = [text for text in map(field_text, value) if text is not None]
+        return "\n".join(texts) if texts else None
+    return None
+
+
+def entry_fields(entry: Mapping[str, object]) -> dict[str, str]:
+    """Every field of a journal entry as text (fields of no readable form left out)."""
+    fields = {}
+    for name, value in entry.items():
+        text = field_text(value)
+        if text is not None:
+            fields[name] = text
+    return fields
+
+
 def kill_from_journal(entry: Mapping[str, object]) -> Kill | None:
     """A journal entry (journalctl -o json) as a Kill, or None when it is not one (pure)."""
-    message = entry.get("MESSAGE")
-    if entry.get("MESSAGE_ID") == UNIT_FAILURE_RESULT and entry.get("UNIT_RESULT") == "oom-kill":
-        unit = str(entry.get("UNIT", ""))
+    fields = entry_fields(entry)
+    if fields.get("MESSAGE_ID") == UNIT_FAILURE_RESULT and fields.get("UNIT_RESULT") == "oom-kill":
+        unit = fields.get("UNIT", "")
         return Kill(by="kernel", unit=unit, worker=units.worker_of(unit))
-    if entry.get("_SYSTEMD_UNIT") == EARLYOOM_UNIT and isinstance(message, str):
-        match = EARLYOOM_KILL.search(message)
+    if fields.get("_SYSTEMD_UNIT") == EARLYOOM_UNIT:
+        match = EARLYOOM_KILL.search(fields.get("MESSAGE", ""))
         if match:
             signal, pid, _uid, name, rss = match.groups()
             return Kill(by="earlyoom", process=name, pid=int(pid), signal=signal, rss_mib=int(rss))
     return None
 
 
-def journal_argv() -> list[str]:
+def journal_argv(cursor: str | None = None) -> list[str]:
+    """journalctl following the entries the guard acts on: from after `cursor` (where a previous guard stopped),
+    else from now."""
+    start = [f"--after-cursor={cursor}"] if cursor else ["--lines=0"]
     return [
         "journalctl",
         "--follow",
-        "--lines=0",
+        *start,
         "--output=json",
         f"MESSAGE_ID={UNIT_FAILURE_RESULT}",
+        f"MESSAGE_ID={UNIT_SUCCESS}",
+        f"MESSAGE_ID={UNIT_PROCESS_EXIT}",
         "+",
         f"_SYSTEMD_UNIT={EARLYOOM_UNIT}",
     ]
+
+
+class Cursor:
+    """Where the guard is in the journal (its last entry's __CURSOR), kept in a file across restarts."""
+
+    def __init__(self, path: Path, log: Callable[[str], None] = print) -> None:
+        self.path, self.log = path, log
+        self._failed = False
+
+    def last(self) -> str | None:
+        try:
+            text = self.path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        # A cursor is printable ASCII without spaces ("s=...;i=...;b=..."); anything else is not one.
+        return text if text and len(text) < 1024 and text.isascii() and text.isprintable() and " " not in text else None
+
+    def save(self, cursor: str) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(str(self.path), (cursor + "\n").encode(), 0o600)
+        except OSError as error:  # a read-only or full disk: the guard goes on, it just cannot resume after a restart
+            if not self._failed:
+                self._failed = True
+                self.log(f"trainguard-guard: cannot keep the journal cursor in {self.path}: {error.strerror or error}")
+
+    def forget(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 @dataclass(frozen=True)
@@ -211,9 +281,17 @@ class Notifier:
                 found.append(worker)
         return sorted(found)
 
-    def sample(self) -> None:
+    def sample(self) -> dict[int, tuple[int | None, int | None]]:
+        """Each running worker's (peak, MemoryMax), its peak remembered for after it has gone."""
+        present = {}
         for worker in self.running_workers():
-            self.host.worker_memory(worker)
+            try:
+                _, peak = self.host.worker_memory(worker)
+                limit = self.host.cgroup_value(str(units.unit_cgroup(worker)), "memory.max")
+            except ValueError:  # a file half gone with its cgroup, or in another form: next sample
+                peak, limit = self.host.peaks.get(worker), None
+            present[worker] = (peak, limit)
+        return present
 
     def handle(self, kill: Kill) -> bool:
         """Act on one kill; False when it repeats one already handled within the last minute."""
@@ -237,27 +315,69 @@ class Notifier:
         done = self._step("push", [command, *PUSH_ARGUMENTS], PUSH_TIMEOUT_S)
         return "pushed to S3 at once" if done.ok else f"push failed ({done.why()}); the 5-minute timer still runs"
 
+    def requested_push(self) -> Completed:
+        """The push a worker asked for (push_requests.py), niced as the timer's push is: it must not slow sshd."""
+        command = self.which(contract.PUSH_COMMAND)
+        if not command:
+            return Completed(127, "", f"{contract.PUSH_COMMAND} is not installed here")
+        return self.host.run(["nice", "-n", "10", command, *REQUESTED_PUSH_ARGUMENTS], REQUESTED_PUSH_TIMEOUT_S)
+
     def _step(self, name: str, argv: Sequence[str], timeout: float) -> Completed:
         done = self.host.run(argv, timeout)
         self.log(f"trainguard-guard: {name}: {'ok' if done.ok else done.why()}")
         return done
 
 
-def follow(notifier: Notifier, lines: Callable[[float], Sequence[str] | None]) -> None:
-    """Feed journal lines to the notifier, sampling worker memory between them; ends when `lines` returns None."""
+def parse_entry(line: str) -> dict[str, object] | None:
+    """One journalctl -o json line as an entry, or None for a line that is not one (nested past Python's
+    recursion limit included)."""
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def follow(
+    notifier: Notifier,
+    lines: Callable[[float], Sequence[str] | None],
+    book: WorkerBook | None = None,
+    cursor: Cursor | None = None,
+    wall: Callable[[], float] = time.time,
+) -> int:
+    """Feed journal lines to the notifier and the workers' record, sampling worker memory between them, keeping the
+    cursor after each batch; ends when `lines` returns None. Returns how many entries it read."""
+    read = 0
     while True:
-        notifier.sample()
+        present = notifier.sample()
+        if book is not None:
+            book.sampled(present)
+            book.save()
         batch = lines(SAMPLE_INTERVAL_S)
         if batch is None:
-            return
+            return read
+        last_cursor = None
         for line in batch:
-            try:
-                entry = json.loads(line)
-            except ValueError:
+            entry = parse_entry(line)
+            if entry is None:
                 continue
-            kill = kill_from_journal(entry) if isinstance(entry, dict) else None
-            if kill is not None:
-                notifier.handle(kill)
+            read += 1
+            fields = entry_fields(entry)
+            last_cursor = fields.get("__CURSOR", last_cursor)
+            if book is not None:
+                book.journal(fields)
+            kill = kill_from_journal(entry)
+            if kill is None:
+                continue
+            age = wall() - journal_time(fields, wall())
+            if age > STALE_KILL_S:
+                notifier.log(f"trainguard-guard: not emailing a kill from {age / 3600:.1f} h ago: {kill}")
+                continue
+            notifier.handle(kill)
+        if book is not None:
+            book.save()
+        if cursor is not None and last_cursor:
+            cursor.save(last_cursor)
 
 
 def journal_lines(fd: int) -> Callable[[float], Sequence[str] | None]:
@@ -290,7 +410,16 @@ def instance_id(environ: Mapping[str, str], run: Runner) -> str:
     return done.stdout.strip() if done.ok else "unknown-instance"
 
 
-def main(environ: Mapping[str, str] | None = None) -> int:
+@dataclass(frozen=True)
+class Places:
+    """Where the guard keeps and finds things (tests put them in a temporary folder)."""
+
+    workers_file: Path = Path(contract.WORKERS_STATE_FILE)
+    cursor_file: Path = Path(contract.GUARD_CURSOR_FILE)
+    push_requests: Path = Path(contract.PUSH_REQUEST_DIR)
+
+
+def main(environ: Mapping[str, str] | None = None, places: Places = Places()) -> int:
     environ = os.environ if environ is None else environ
     topic_arn = environ.get(contract.TOPIC_ARN_VARIABLE, "")
     if not region_of(topic_arn):
@@ -300,14 +429,35 @@ def main(environ: Mapping[str, str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
     host = Host(run=run_command, clock=time.monotonic, cgroup_root=Path("/sys/fs/cgroup"))
-    notifier = Notifier(host, instance_id(environ, run_command), topic_arn, log=lambda line: print(line, flush=True))
-    process = subprocess.Popen(journal_argv(), stdout=subprocess.PIPE, bufsize=0)
-    assert process.stdout is not None
+    identity = instance_id(environ, run_command)
+    notifier = Notifier(host, identity, topic_arn, log=log)
+    book = WorkerBook(places.workers_file, identity, log=log)
+    book.load()
+    cursor = Cursor(places.cursor_file, log=log)
+    resume = cursor.last()
     try:
-        follow(notifier, journal_lines(process.stdout.fileno()))
+        process = subprocess.Popen(journal_argv(resume), stdout=subprocess.PIPE, bufsize=0)
+    except OSError as error:
+        print(
+            f"trainguard-guard: cannot run journalctl ({error.strerror or error}): no kill can be seen", file=sys.stderr
+        )
+        return 3
+    assert process.stdout is not None
+    pushes = PushServer(places.push_requests, notifier.requested_push, log)
+    pushes.start()
+    try:
+        read = follow(notifier, journal_lines(process.stdout.fileno()), book, cursor)
     finally:
+        pushes.stop()
         process.terminate()
+        process.wait(timeout=10)
+    if resume and read == 0:  # a cursor journalctl could not seek to: the restart begins from now instead
+        cursor.forget()
     print("trainguard-guard: journalctl ended; systemd restarts this service", file=sys.stderr)
     return 1
 

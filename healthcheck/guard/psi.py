@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from healthcheck import contract
+from healthcheck.arguments import bounded
 from healthcheck.guard.host import Host
 from healthcheck.guard.readings import Pressure, parse_pressure
 
@@ -71,16 +72,23 @@ def publish_forever(
 
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT with a port from 1 to 65535")
     return host, int(port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainguard-psi", description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", type=_address, default=DEFAULT_ADDRESS, help="StatsD HOST:PORT")
-    parser.add_argument("--interval", type=float, default=INTERVAL_S)
-    parser.add_argument("--rounds", type=int, help="stop after N rounds (default: run forever)")
+    parser.add_argument(
+        "--interval",
+        type=bounded(float, 1, 3600, "--interval"),
+        default=INTERVAL_S,
+        help="seconds between publications (10; 1 to 3600: PSI's avg10 moves every 2 s)",
+    )
+    parser.add_argument(
+        "--rounds", type=bounded(int, 1, 10**9, "--rounds"), help="stop after N rounds (default: forever)"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C when run by hand
         publish_forever(Host(clock=time.monotonic), args.address, args.interval, args.rounds)

@@ -5,7 +5,8 @@
 Writes two systemd drop-ins (atomically) and prints the arithmetic:
 - trainguard-training.slice.d/50-memory.conf: MemoryMax = RAM - max(1 GiB, 8 % of RAM), MemoryHigh a little below;
 - system.slice.d/50-trainguard.conf: MemoryMin, what sshd, the push and the agents need (below).
-Then `systemctl daemon-reload` applies them (the apply script runs it).
+Then `systemctl daemon-reload` applies them (the apply script runs it). Exit status: 0 written, 1 a drop-in
+could not be written (a read-only or full disk), 3 /proc/meminfo unreadable or too little RAM.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from healthcheck.guard import fit, readings, units
 from healthcheck.guard.host import Host
+from healthcheck.guard.trainguard_worker import write_atomically
 
 MIB = fit.MIB
 # Measured on Debian 12's OpenSSH 9.2 (this project's development machine, November 2026, VmRSS from ps):
@@ -70,12 +72,10 @@ def system_drop_in(memory_min: int) -> str:
     )
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_drop_in(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.chmod(partial, 0o644)
-    partial.replace(path)
+    write_atomically(str(path), text.encode(), 0o644)
+    os.chmod(path, 0o644)  # whatever the umask: systemd and people read it
 
 
 def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
@@ -96,8 +96,15 @@ def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
         agents.append(int(value) if value.isdigit() else None)  # "[not set]" or unknown unit
     memory_min, min_lines = system_memory_min(agents)
     units_dir = args.root / "etc" / "systemd" / "system"
-    write_atomically(units_dir / f"{units.SLICE}.d" / "50-memory.conf", slice_drop_in(limits))
-    write_atomically(units_dir / "system.slice.d" / "50-trainguard.conf", system_drop_in(memory_min))
+    for path, text in (
+        (units_dir / f"{units.SLICE}.d" / "50-memory.conf", slice_drop_in(limits)),
+        (units_dir / "system.slice.d" / "50-trainguard.conf", system_drop_in(memory_min)),
+    ):
+        try:
+            write_drop_in(path, text)
+        except OSError as error:  # a read-only root, a full disk: the slice keeps its earlier limits, if any
+            print(f"trainguard-setup-slice: cannot write {path}: {error.strerror or error}", file=sys.stderr)
+            return 1
     for line in [*limits.lines(mem_total), *min_lines]:
         print(line)
     return 0

@@ -60,7 +60,7 @@ PUSH_COMMAND = "trainguard-push"
 KIB = 1024
 MIB = 1024 * KIB
 NVIDIA_SMI_TIMEOUT_S = 10.0
-PUSH_TIMEOUT_S = 300.0
+PUSH_TIMEOUT_S = 900.0  # the guard gives a requested push up to 700 s (push_requests.py)
 REQUEST_POLL_S = 0.5
 # The report is rewritten at each change, and otherwise at most this often: the push holds back files written
 # in the last 30 s, so a file rewritten more often would never leave the instance while training runs.
@@ -255,6 +255,10 @@ def run_command(argv: Sequence[str], timeout: float) -> tuple[int, str]:
     return done.returncode, done.stdout if done.returncode == 0 else (done.stderr or done.stdout)
 
 
+# The two /proc/meminfo lines a reading needs, found without parsing the fifty others.
+_MEMINFO_FIELDS = re.compile(r"^(MemTotal|MemAvailable|MemFree):\s+(\d+) kB$", re.MULTILINE)
+
+
 class Source(Protocol):
     """What the advisor reads its memory from: a Reader, or a test's script."""
 
@@ -283,11 +287,17 @@ class Reader:
         self._highest = 0
 
     def _text(self, path: str) -> str | None:
+        """A small kernel file's text (one read: these files are produced whole at each read)."""
         try:
-            with open(path) as handle:
-                return handle.read()
+            descriptor = os.open(path, os.O_RDONLY)
         except OSError:
             return None
+        try:
+            return os.read(descriptor, 16384).decode("ascii", "replace")
+        except OSError:
+            return None
+        finally:
+            os.close(descriptor)
 
     def location(self) -> tuple[str, str] | None:
         """(cgroup2 mount, this process's cgroup path), found once."""
@@ -326,8 +336,8 @@ class Reader:
         own = folders[0] if folders else None
         levels = [level for level in (self._level(folder) for folder in folders) if level is not None]
         meminfo = self._text(os.path.join(self.proc, "meminfo"))
-        if meminfo:
-            info = parse_meminfo(meminfo)
+        info = {name: int(kib) * KIB for name, kib in _MEMINFO_FIELDS.findall(meminfo or "")}
+        if "MemTotal" in info:  # MemAvailable since kernel 3.14; MemFree before
             total = info["MemTotal"]
             available = info.get("MemAvailable", info.get("MemFree", total))
             levels.append(Level(name="machine", in_use=max(0, total - available), line=total))
@@ -734,22 +744,32 @@ def _fsync_folder(folder: str) -> None:
         os.close(descriptor)
 
 
-def write_atomically(path: str, content: bytes) -> None:
-    """`path` holds `content` whole, or keeps what it held: a temporary file, fsync, rename, fsync the folder."""
-
-    def write(temporary: str) -> None:
-        with open(temporary, "wb") as handle:
-            handle.write(content)
-
-    _replace(path, write)
-
-
-def _replace(path: str, write: Callable[[str], object]) -> None:
+def _new_temporary(path: str, mode: int) -> tuple[str, int]:
+    """The temporary file for `path`, made new and opened for writing: never an existing file, nor through a link
+    someone put in its place."""
     temporary = temporary_name(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # left by an earlier process with this pid
+    return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+
+
+def write_atomically(path: str, content: bytes, mode: int = 0o644) -> None:
+    """`path` holds `content` whole, or keeps what it held: a new temporary file, fsync, rename, fsync the folder."""
+
+    def write(descriptor: int) -> None:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(descriptor, view) :]
+
+    _replace(path, write, mode)
+
+
+def _replace(path: str, write: Callable[[int], object], mode: int = 0o644) -> None:
+    """Write `path` through a temporary file: `write(descriptor)` fills it, then fsync, rename, fsync the folder."""
+    temporary, descriptor = _new_temporary(path, mode)
     try:
-        write(temporary)
-        descriptor = os.open(temporary, os.O_RDONLY)
         try:
+            write(descriptor)
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
@@ -791,19 +811,35 @@ class PushResult:
 
 
 def checkpoint(
-    path: str, write: Callable[[str], object], *, push_now: bool = True, timeout_s: float = PUSH_TIMEOUT_S
+    path: str,
+    write: Callable[[str], object],
+    *,
+    push_now: bool = True,
+    wait: bool = True,
+    timeout_s: float = PUSH_TIMEOUT_S,
 ) -> PushResult | None:
     """Write a checkpoint whole or not at all, then push the results now.
 
     `write(temporary_path)` writes the file (torch.save(state, temporary_path), say); then it is fsynced and
     renamed over `path`, and the folder fsynced: a kill at any moment leaves the previous checkpoint or the new
     one, never part of one. If `write` raises, the temporary file goes and the error propagates. Then, unless
-    `push_now` is false, push() (which returns how it went; a failed push is not an error here: the 5-minute
-    timer pushes again). Checkpoints under the results folder reach S3; those in the checkpoints folder stay on
-    the data volume, whose snapshots keep them.
+    `push_now` is false, push(wait=wait): it returns how it went, and a failed push is no error here (the
+    5-minute timer pushes again); with wait=False training goes on once the guard has the request.
+    Checkpoints under the results folder reach S3; those in the checkpoints folder stay on the data volume,
+    whose snapshots keep them.
     """
-    _replace(path, write)
-    return push(timeout_s=timeout_s) if push_now else None
+
+    def fill(descriptor: int) -> None:
+        temporary = temporary_name(path)
+        write(temporary)  # the caller's writer opens the (new, empty) temporary file by its name
+        written = os.open(temporary, os.O_RDONLY)  # what is there now, even if the writer replaced the file
+        try:
+            os.fsync(written)
+        finally:
+            os.close(written)
+
+    _replace(path, fill)
+    return push(wait=wait, timeout_s=timeout_s) if push_now else None
 
 
 def push(

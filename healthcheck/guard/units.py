@@ -16,6 +16,7 @@ UNIT_PREFIX = contract.WORKER_UNIT_PREFIX
 UNIT_PATTERN = f"{UNIT_PREFIX}*.service"
 LOG_DIR = PurePosixPath(contract.WORKER_LOG_DIR)
 WORKER_PLACEHOLDER = "{worker}"
+BATCH_PLACEHOLDER = "{batch}"
 NICE = 10
 IO_PRIORITY = 7  # best-effort class, lowest priority (ioprio 0..7, 7 lowest: ionice(1))
 SYSTEMD_RUN_TIMEOUT_S = 30.0
@@ -41,9 +42,13 @@ def log_path(worker: int, log_dir: PurePosixPath = LOG_DIR) -> PurePosixPath:
     return log_dir / f"worker-{worker}.log"
 
 
-def worker_command(command: Sequence[str], worker: int) -> list[str]:
-    """The training command with every "{worker}" replaced by the index (nothing else is interpreted)."""
-    return [part.replace(WORKER_PLACEHOLDER, str(worker)) for part in command]
+def worker_command(command: Sequence[str], worker: int, batch_size: int | None = None) -> list[str]:
+    """The training command with every "{worker}" replaced by the index and, with --batch-size, every "{batch}"
+    by the batch size (nothing else is interpreted)."""
+    parts = [part.replace(WORKER_PLACEHOLDER, str(worker)) for part in command]
+    if batch_size is not None:
+        parts = [part.replace(BATCH_PLACEHOLDER, str(batch_size)) for part in parts]
+    return parts
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,59 @@ class WorkerSpec:
     memory_max: int | None = None  # None: only the slice bounds it (the canary, before its peak is known)
     user: str | None = None
     log_dir: PurePosixPath = LOG_DIR
+    environment: tuple[tuple[str, str], ...] = ()  # its budget (worker_environment), as NAME=value
+    batch_size: int | None = None  # what {batch} becomes
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one worker is given: the workers' count, its MemoryMax, its GPU and that GPU's memory per worker."""
+
+    workers: int
+    memory_max: int
+    gpu: int | None = None
+    gpu_memory_mib: int | None = None
+
+
+def gpu_shares(workers: int, gpu_total_mib: Sequence[int]) -> list[tuple[int, int] | None]:
+    """Each worker's (GPU, MiB of it): workers go round the GPUs in turn and share each GPU's memory evenly."""
+    shares: list[tuple[int, int] | None] = []
+    for worker in range(workers):
+        if not gpu_total_mib:
+            shares.append(None)
+            continue
+        gpu = worker % len(gpu_total_mib)
+        on_this_gpu = len(range(gpu, workers, len(gpu_total_mib)))
+        shares.append((gpu, gpu_total_mib[gpu] // on_this_gpu))
+    return shares
+
+
+def worker_environment(
+    worker: int,
+    share: Share,
+    results_dir: PurePosixPath,
+    checkpoints_dir: PurePosixPath,
+    batch_size: int | None,
+    python_path: str,
+) -> tuple[tuple[str, str], ...]:
+    """A worker's budget as environment variables (docs/on-the-instance.md), and the worker library on its
+    PYTHONPATH, before any PYTHONPATH it had."""
+    folder = f"{contract.WORKER_DIR_PREFIX}{worker}"
+    pairs = [
+        (contract.WORKER_COUNT_VARIABLE, str(share.workers)),
+        (contract.WORKER_MEMORY_MAX_VARIABLE, str(share.memory_max)),
+        (contract.WORKER_RESULTS_VARIABLE, str(results_dir / folder)),
+        (contract.WORKER_CHECKPOINTS_VARIABLE, str(checkpoints_dir / folder)),
+        ("PYTHONPATH", ":".join(filter(None, [contract.WORKER_LIBRARY_DIR, python_path]))),
+    ]
+    if share.gpu is not None and share.gpu_memory_mib is not None:
+        pairs += [
+            (contract.WORKER_GPU_VARIABLE, str(share.gpu)),
+            (contract.WORKER_GPU_MEMORY_VARIABLE, str(share.gpu_memory_mib)),
+        ]
+    if batch_size is not None:
+        pairs.append((contract.WORKER_BATCH_SIZE_VARIABLE, str(batch_size)))
+    return tuple(pairs)
 
 
 def systemd_run_argv(spec: WorkerSpec) -> list[str]:
@@ -79,12 +137,13 @@ def systemd_run_argv(spec: WorkerSpec) -> list[str]:
         f"--property=StandardError=append:{log}",
         f"--setenv=PATH={spec.path}",
         f"--setenv={contract.WORKER_VARIABLE}={spec.worker}",
+        *(f"--setenv={name}={value}" for name, value in spec.environment),
     ]
     if spec.memory_max is not None:
         argv.append(f"--property=MemoryMax={spec.memory_max}")
     if spec.user:
         argv.append(f"--uid={spec.user}")
-    return [*argv, "--", *worker_command(spec.command, spec.worker)]
+    return [*argv, "--", *worker_command(spec.command, spec.worker, spec.batch_size)]
 
 
 def limit_argv(worker: int, memory_max: int) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +20,14 @@ class FakeMachine:
         self.cgroup_root = root / "cgroup"
         self.proc = root / "proc"
         self.log_dir = root / "logs"
+        self.results_dir = root / "results"
+        self.checkpoints_dir = root / "checkpoints"
+        self.systemctl: str | None = "/usr/bin/systemctl"
+        self.working_directory: str | None = "/home/ubuntu/project"  # None: deleted under the shell
+        self.gpu_answer = "23028, 10455\n"
+        self.compute_apps_answer: str | None = None  # None: each worker's pid with 5120 MiB
+        self.bundle_env = root / "bundle.env"  # the bundle is installed: this is a trainguard instance
+        self.bundle_env.write_text("")
         (self.proc / "pressure").mkdir(parents=True)
         self.set_pressure(0.0, 0.0)
         self.set_available(12 * GIB)
@@ -65,6 +74,8 @@ class FakeMachine:
         assert timeout > 0
         argv = list(argv)
         self.commands.append(argv)
+        if argv[0] == "systemctl" and self.systemctl is None:
+            return Completed(127, "", "systemctl: not found")
         if argv[0] == "systemd-run":
             unit = argv[1].removeprefix("--unit=")
             worker = units.worker_of(unit)
@@ -102,7 +113,9 @@ class FakeMachine:
             if not self.gpu:
                 return Completed(127, "", "nvidia-smi: not found")
             if argv[1].startswith("--query-gpu"):
-                return Completed(0, "23028, 10455\n", "")
+                return Completed(0, self.gpu_answer, "")
+            if self.compute_apps_answer is not None:
+                return Completed(0, self.compute_apps_answer, "")
             return Completed(0, "".join(f"{4121 + units.worker_of(u)}, 5120\n" for u in self.units), "")  # type: ignore[operator]
         raise AssertionError(f"unexpected command {argv}")
 
@@ -114,7 +127,25 @@ class FakeMachine:
             cgroup_root=self.cgroup_root,
             proc=self.proc,
             log_dir=self.log_dir,
+            results_dir=self.results_dir,
+            checkpoints_dir=self.checkpoints_dir,
+            bundle_env=self.bundle_env,
             environ=environ if environ is not None else {"PATH": "/usr/bin", "SUDO_USER": "ubuntu"},
-            cwd=lambda: "/home/ubuntu/project",
+            cwd=self.cwd,
             euid=lambda: euid,
+            which=lambda name: self.systemctl if name == "systemctl" else None,
+            account=lambda user: (os.getuid(), os.getgid()),
         )
+
+    def cwd(self) -> str:
+        if self.working_directory is None:
+            raise FileNotFoundError(2, "No such file or directory")
+        return self.working_directory
+
+    def started_environment(self, worker: int) -> dict[str, str]:
+        """The --setenv variables worker N was started with."""
+        (command,) = [argv for argv in self.started() if argv[1] == f"--unit={units.unit_name(worker)}"]
+        pairs = [
+            part.removeprefix("--setenv=") for part in command[: command.index("--")] if part.startswith("--setenv=")
+        ]
+        return dict(pair.split("=", 1) for pair in pairs)

@@ -222,3 +222,116 @@ def test_a_command_that_times_out_is_killed_with_its_children(tmp_path: Path) ->
         time.sleep(0.05)
     else:
         pytest.fail(f"the timed-out command's child {child} still runs")
+
+
+def test_a_journal_line_nested_100000_deep_is_skipped_and_the_next_kill_still_handled(tmp_path: Path) -> None:
+    handled: list[notify.Kill] = []
+    notifier = notify.Notifier(FakeMachine(tmp_path).host(), "i-0", TOPIC, log=lambda line: None)
+    notifier.handle = handled.append  # type: ignore[method-assign, assignment]
+
+    notify.follow(notifier, iter_lines(["[" * 100_000, '{"a":' * 100_000, json.dumps(KERNEL_OOM)]))
+
+    assert [kill.worker for kill in handled] == [2]
+
+
+def test_earlyooms_message_as_a_byte_array_is_still_a_kill() -> None:
+    """journalctl -o json gives a field that is not UTF-8 (a process name cut mid-character) as its bytes."""
+    text = 'sending SIGKILL to process 5123 uid 1000 "trainer-\xc3": badness 901, VmRSS 13020 MiB'.encode("latin-1")
+    entry = {"_SYSTEMD_UNIT": "earlyoom.service", "MESSAGE": list(text)}
+
+    kill = notify.kill_from_journal(entry)
+
+    assert kill is not None
+    assert (kill.pid, kill.rss_mib, kill.signal) == (5123, 13020, "SIGKILL")
+    assert kill.process == "trainer-\ufffd"
+    # A field an entry has twice comes as an array of its values.
+    twice = {**EARLYOOM_16, "MESSAGE": ["earlyoom v1.7", EARLYOOM_16["MESSAGE"]]}
+    assert notify.kill_from_journal(twice) == notify.kill_from_journal(EARLYOOM_16)
+    assert notify.kill_from_journal({"_SYSTEMD_UNIT": "earlyoom.service", "MESSAGE": [1, "x", None]}) is None
+
+
+def test_a_push_that_prints_another_encoding_does_not_stop_the_email(tmp_path: Path, fake_bin: Path) -> None:
+    (fake_bin / "trainguard-push").write_bytes(b"#!/bin/sh\nprintf '\\377\\376 pushed caf\\351\\n'\nexit 0\n")
+    (fake_bin / "trainguard-push").chmod(0o755)
+    fake_command(fake_bin, "aws", tmp_path / "aws.log")
+    host = Host(run=run_command, clock=lambda: 0.0, cgroup_root=FakeMachine(tmp_path).cgroup_root)
+    notifier = notify.Notifier(host, "i-0123456789abcdef0", TOPIC, log=lambda line: None)
+
+    assert notifier.handle(notify.kill_from_journal(KERNEL_OOM))  # type: ignore[arg-type]
+
+    _metric, email = recorded(tmp_path / "aws.log")
+    assert "results:           pushed to S3 at once" in email[email.index("--message") + 1]
+
+
+def journalctl_script(fake_bin: Path, record: Path, entries: list[dict[str, object]]) -> None:
+    """A journalctl that records its arguments and prints `entries` as JSON lines, then ends."""
+    lines = "".join(json.dumps(entry) + "\n" for entry in entries)
+    (fake_bin / "journalctl").write_text(f"#!/bin/sh\necho \"$*\" >> {record}\ncat <<'EOF'\n{lines}EOF\n")
+    (fake_bin / "journalctl").chmod(0o755)
+
+
+GUARD_ENVIRONMENT = {"TRAINGUARD_TOPIC_ARN": TOPIC, "TRAINGUARD_INSTANCE_ID": "i-0123456789abcdef0"}
+
+
+def test_a_restarted_guard_resumes_after_the_last_entry_it_read(tmp_path: Path, fake_bin: Path) -> None:
+    """A kill the guard had not finished with when it stopped is handled by the next guard, not lost."""
+    fake_command(fake_bin, "aws", tmp_path / "aws.log")
+    places = notify.Places(
+        workers_file=tmp_path / "results" / "trainguard-workers.json",
+        cursor_file=tmp_path / "state" / "guard.cursor",
+        push_requests=tmp_path / "run" / "push-requests",
+    )
+    first = [{**KERNEL_OOM, "UNIT": "other.service", "UNIT_RESULT": "exit-code", "__CURSOR": "s=1;i=1"}]
+    journalctl_script(fake_bin, tmp_path / "journalctl.log", first)
+
+    assert notify.main(GUARD_ENVIRONMENT, places) == 1
+    assert (tmp_path / "state" / "guard.cursor").read_text() == "s=1;i=1\n"
+
+    journalctl_script(fake_bin, tmp_path / "journalctl.log", [{**KERNEL_OOM, "__CURSOR": "s=1;i=2"}])
+    assert notify.main(GUARD_ENVIRONMENT, places) == 1
+
+    first_call, second_call = (tmp_path / "journalctl.log").read_text().splitlines()
+    assert "--lines=0" in first_call.split()
+    assert "--after-cursor=s=1;i=1" in second_call.split()
+    assert len(recorded(tmp_path / "aws.log")) == 2  # the second guard counted and emailed the kill
+    assert (tmp_path / "state" / "guard.cursor").read_text() == "s=1;i=2\n"
+
+
+def test_a_cursor_journalctl_cannot_seek_to_is_forgotten_so_the_restart_begins_from_now(
+    tmp_path: Path, fake_bin: Path
+) -> None:
+    places = notify.Places(tmp_path / "w.json", tmp_path / "guard.cursor", tmp_path / "requests")
+    places.cursor_file.write_text("s=gone;i=1\n")
+    journalctl_script(fake_bin, tmp_path / "journalctl.log", [])
+
+    assert notify.main(GUARD_ENVIRONMENT, places) == 1
+    assert not places.cursor_file.exists()
+
+
+def test_without_journalctl_the_guard_says_so_in_one_line_and_exits_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    places = notify.Places(tmp_path / "w.json", tmp_path / "guard.cursor", tmp_path / "requests")
+
+    assert notify.main(GUARD_ENVIRONMENT, places) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("trainguard-guard: cannot run journalctl (No such file or directory)")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_workers_push_request_runs_the_push_niced_outside_the_worker(tmp_path: Path, fake_bin: Path) -> None:
+    """The guard runs it in its own cgroup, at nice 10 as the timer's push: it must not slow sshd."""
+    (fake_bin / "trainguard-push").write_text(f'#!/bin/sh\necho "$(nice) $*" > {tmp_path / "push.log"}\n')
+    (fake_bin / "trainguard-push").chmod(0o755)
+    host = Host(run=run_command, clock=lambda: 0.0, cgroup_root=FakeMachine(tmp_path).cgroup_root)
+    notifier = notify.Notifier(host, "i-0", TOPIC, log=lambda line: None)
+
+    done = notifier.requested_push()
+
+    assert done.ok
+    assert (tmp_path / "push.log").read_text() == f"{os.nice(0) + 10} --now --wait 60 --timeout 600\n"
+    missing = notify.Notifier(host, "i-0", TOPIC, which=lambda name: None, log=lambda line: None).requested_push()
+    assert (missing.returncode, missing.why()) == (127, "trainguard-push is not installed here")

@@ -82,3 +82,25 @@ def test_the_agent_section_it_needs_is_valid_for_the_agents_schema() -> None:
 
     jsonschema.validate(config, schema)
     assert psi.AGENT_STATSD_SECTION["metrics_collection_interval"] < 60  # high resolution
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--address", "127.0.0.1:99999"],
+        ["--address", "127.0.0.1:0"],
+        ["--interval", "-1"],
+        ["--interval", "nan"],
+        ["--interval", "0"],
+        ["--rounds", "0"],
+    ],
+)
+def test_a_port_or_interval_out_of_range_is_refused_in_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port of 99999 once ended in OverflowError at the first send; a negative or NaN interval spun a busy loop."""
+    with pytest.raises(SystemExit) as exited:
+        psi.main([*argv, "--rounds", "1"] if argv[0] != "--rounds" else argv)
+
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("trainguard-psi: error: argument")
