@@ -1,4 +1,4 @@
-"""`python -m healthcheck pull` against `aws s3 sync` (AWS CLI v1), same moto S3 server, same run.
+"""`trainguard pull` against `aws s3 sync` (AWS CLI v1), same moto S3 server, same run.
 
 1,000 files, about 200 MB in all, sizes mixed from 1 kB to 20 MB, under one
 instance prefix of a bucket in moto's server (its own process on 127.0.0.1).
@@ -9,10 +9,15 @@ and system, the client process only) and how long moto itself takes to list
 the 1,000 keys, which every no-op re-sync must wait for. Goals: the first sync no slower than `aws s3 sync`, the
 no-op re-sync under 1 s. The data is generated under a temporary directory and
 removed at the end.
+
+`--baseline DIR` adds a third tool taking the same turns: the pull of another
+checkout of this repository (an earlier commit, say), so a change is measured
+against what it replaces on the same machine at the same moment.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import resource
@@ -35,6 +40,7 @@ INSTANCE = "i-0123456789abcdef0"
 REGION = "eu-west-1"
 NOOP_BUDGET_S = 1.0
 AWS_V1 = Path(sys.executable).parent / "aws"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def sizes() -> list[int]:
@@ -91,11 +97,11 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
     """Wall time and the command's CPU time, in seconds."""
     cpu_before = children_cpu()
     started = time.monotonic()
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    completed = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     if completed.returncode != 0:
         raise SystemExit(f"{command[0]} failed ({completed.returncode}): {completed.stdout}{completed.stderr}")
@@ -118,6 +124,9 @@ def tree_size(root: Path) -> tuple[int, int]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=Path, metavar="DIR", help="another checkout whose pull takes turns too")
+    args = parser.parse_args()
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = os.environ | {
@@ -137,24 +146,27 @@ def main() -> int:
         total = fill_bucket(client, work / "source")
         print(f"pull benchmark: {len(sizes())} files, {total / 1e6:.0f} MB in moto's S3 server on 127.0.0.1")
 
-        def ours(dest: Path) -> list[str]:
+        def pull(dest: Path) -> list[str]:
             return [sys.executable, "-m", "healthcheck", "pull", "--bucket", BUCKET, str(dest)]
 
-        def theirs(dest: Path) -> list[str]:
+        def sync(dest: Path) -> list[str]:
             source, target = f"s3://{BUCKET}/{INSTANCE}/", str(dest / INSTANCE)
             return [str(AWS_V1), "s3", "sync", "--only-show-errors", "--no-progress", source, target]
 
-        tools = {"healthcheck pull": ours, "aws s3 sync (v1)": theirs}
+        # Each tool: its command and the directory it runs in (a checkout's pull is the one in its directory).
+        tools = {"trainguard pull": (pull, REPO), "aws s3 sync (v1)": (sync, REPO)}
+        if args.baseline:
+            tools["baseline pull"] = (pull, args.baseline.resolve())
         first: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
         noop: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
         for round_number in range(ROUNDS):
-            for name, command in tools.items():
+            for name, (command, cwd) in tools.items():
                 dest = work / f"dest-{round_number}-{name.split()[0]}"
-                first[name].append(timed(command(dest), env))
+                first[name].append(timed(command(dest), env, cwd))
                 count, size = tree_size(dest)
                 if (count, size) != (len(sizes()), total):
                     raise SystemExit(f"{name} got {count} files, {size} bytes, not {len(sizes())} and {total}")
-                noop[name].append(timed(command(dest), env))
+                noop[name].append(timed(command(dest), env, cwd))
                 shutil.rmtree(dest)
         listing = listing_seconds(client)
     finally:
@@ -170,10 +182,10 @@ def main() -> int:
     for name in tools:
         print(f"  {name:<17} first sync {spread(first[name])}")
         print(f"  {'':<17} no-op      {spread(noop[name])}")
-    ours_first, theirs_first = (statistics.median(wall for wall, _ in first[name]) for name in tools)
-    ours_noop, theirs_noop = (statistics.median(wall for wall, _ in noop[name]) for name in tools)
+    ours_first, theirs_first = (statistics.median(wall for wall, _ in first[name]) for name in list(tools)[:2])
+    ours_noop, theirs_noop = (statistics.median(wall for wall, _ in noop[name]) for name in list(tools)[:2])
     print(
-        f"  ratio healthcheck/aws: first sync {ours_first / theirs_first:.2f} (goal <= 1), "
+        f"  ratio trainguard/aws: first sync {ours_first / theirs_first:.2f} (goal <= 1), "
         f"no-op {ours_noop / theirs_noop:.2f}; our no-op {ours_noop:.2f} s (goal < {NOOP_BUDGET_S:g} s), "
         f"of which moto's listing of the 1,000 keys {listing:.2f} s; load average {os.getloadavg()[0]:.1f}"
     )

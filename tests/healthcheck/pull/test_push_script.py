@@ -334,7 +334,7 @@ def test_thousands_of_recent_files_cost_the_push_no_more_than_a_few_processes(s3
 
     with_recent = seconds_to_push(instance)
 
-    assert with_recent - baseline < 5.0, f"3,000 recent files added {with_recent - baseline:.1f} s"
+    assert with_recent - baseline < 10.0, f"3,000 recent files added {with_recent - baseline:.1f} s"
     assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
 
 
