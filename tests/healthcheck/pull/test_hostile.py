@@ -8,7 +8,10 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -361,3 +364,55 @@ def test_a_bucket_that_cannot_be_reached_exits_4_not_3(aws_credentials: str, tmp
     assert pulled.returncode == 4
     one_line_without_traceback(pulled.stderr)
     assert pulled.stderr.startswith(f"trainguard: error: could not list s3://{BUCKET}/: Could not connect")
+
+
+def answering(status: int, code: str) -> type[BaseHTTPRequestHandler]:
+    """An S3 endpoint that answers every request with one error."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"<Error><Code>{code}</Code><Message>as asked</Message></Error>".encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    return Answer
+
+
+@pytest.fixture
+def s3_answering(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An endpoint on 127.0.0.1 that answers (status, code) to everything; returns its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), answering(*request.param))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("s3_answering", "status", "message"),
+    [
+        ((503, "SlowDown"), 4, "could not list s3://"),
+        ((500, "InternalError"), 4, "could not list s3://"),
+        ((400, "InvalidArgument"), 3, "S3 refused to list s3://"),
+    ],
+    indirect=["s3_answering"],
+    ids=["throttled-4", "5xx-4", "4xx-3"],
+)
+def test_throttling_and_5xx_exit_4_and_a_refusal_exits_3(
+    aws_credentials: str, s3_answering: str, tmp_path: Path, status: int, message: str
+) -> None:
+    env = dict(os.environ, AWS_ENDPOINT_URL=s3_answering)
+
+    pulled = run_pull("--bucket", BUCKET, str(tmp_path / "results"), env=env, timeout=120)
+
+    assert pulled.returncode == status
+    one_line_without_traceback(pulled.stderr)
+    assert pulled.stderr.startswith(f"trainguard: error: {message}")
