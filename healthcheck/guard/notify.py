@@ -356,28 +356,25 @@ def follow(
         batch = lines(SAMPLE_INTERVAL_S)
         if batch is None:
             return read
-        last_cursor = None
-        for line in batch:
-            entry = parse_entry(line)
-            if entry is None:
-                continue
-            read += 1
-            fields = entry_fields(entry)
-            last_cursor = fields.get("__CURSOR", last_cursor)
-            if book is not None:
-                book.journal(fields)
+        entries = [entry for entry in map(parse_entry, batch) if entry is not None]
+        read += len(entries)
+        fields = [entry_fields(entry) for entry in entries]
+        if book is not None:  # recorded first, so the kill's push carries the record of it
+            for each in fields:
+                book.journal(each)
+            book.save()
+        for entry, each in zip(entries, fields, strict=True):
             kill = kill_from_journal(entry)
             if kill is None:
                 continue
-            age = wall() - journal_time(fields, wall())
+            age = wall() - journal_time(each, wall())
             if age > STALE_KILL_S:
                 notifier.log(f"trainguard-guard: not emailing a kill from {age / 3600:.1f} h ago: {kill}")
                 continue
             notifier.handle(kill)
-        if book is not None:
-            book.save()
-        if cursor is not None and last_cursor:
-            cursor.save(last_cursor)
+        cursors = [each["__CURSOR"] for each in fields if "__CURSOR" in each]
+        if cursor is not None and cursors:
+            cursor.save(cursors[-1])
 
 
 def journal_lines(fd: int) -> Callable[[float], Sequence[str] | None]:

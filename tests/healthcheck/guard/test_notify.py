@@ -12,6 +12,7 @@ import pytest
 
 from healthcheck.guard import notify
 from healthcheck.guard.host import Host, run_command
+from healthcheck.guard.workers import WorkerBook
 
 from .fakes import GIB, FakeMachine
 
@@ -335,3 +336,21 @@ def test_a_workers_push_request_runs_the_push_niced_outside_the_worker(tmp_path:
     assert (tmp_path / "push.log").read_text() == f"{os.nice(0) + 10} --now --wait 60 --timeout 600\n"
     missing = notify.Notifier(host, "i-0", TOPIC, which=lambda name: None, log=lambda line: None).requested_push()
     assert (missing.returncode, missing.why()) == (127, "trainguard-push is not installed here")
+
+
+def test_the_kills_push_carries_the_workers_record_of_that_kill(tmp_path: Path, fake_bin: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    record = results / "trainguard-workers.json"
+    (fake_bin / "trainguard-push").write_text(f"#!/bin/sh\ncp {record} {tmp_path / 'pushed.json'}\n")
+    (fake_bin / "trainguard-push").chmod(0o755)
+    fake_command(fake_bin, "aws", tmp_path / "aws.log")
+    machine = FakeMachine(tmp_path)
+    host = Host(run=run_command, clock=lambda: 0.0, cgroup_root=machine.cgroup_root)
+    notifier = notify.Notifier(host, "i-0123456789abcdef0", TOPIC, log=lambda line: None)
+    book = WorkerBook(record, "i-0123456789abcdef0", log=lambda line: None)
+
+    notify.follow(notifier, iter_lines([json.dumps(KERNEL_OOM)]), book)
+
+    pushed = json.loads((tmp_path / "pushed.json").read_text())
+    assert [(item["worker"], item["state"]) for item in pushed["workers"]] == [(2, "oom_killed")]
