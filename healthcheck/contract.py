@@ -193,4 +193,5 @@ def instance_environment() -> dict[str, str]:
         "TRAINGUARD_BOOT_TAG": BOOT_TAG_KEY,
         "TRAINGUARD_IMDS": IMDS_HELPER,
         "TRAINGUARD_TRAINING_SLICE": TRAINING_SLICE,
+        "TRAINGUARD_PUSH_RECORD": PUSH_RECORD_NAME,
     }

@@ -7,24 +7,21 @@ are not results and are never pulled.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from healthcheck import aws
-from healthcheck.contract import BUCKET_VARIABLE, POSTMORTEM_PREFIX, is_instance_id
+from healthcheck.contract import BUCKET_VARIABLE, POSTMORTEM_PREFIX, PUSH_RECORD_NAME, is_instance_id
 from healthcheck.errors import UsageError
 from healthcheck.pull.plan import RemoteObject
+from healthcheck.stack_outputs import stack_outputs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
-PULUMI_TIMEOUT = 60.0
 # General purpose bucket names: 3-63 characters, lowercase letters, digits, dots and hyphens, beginning
 # and ending with a letter or digit, no two adjacent dots
 # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
@@ -74,29 +71,9 @@ def resolve_bucket(
     )
 
 
-def pulumi_stack_bucket(timeout: float = PULUMI_TIMEOUT) -> str | None:
+def pulumi_stack_bucket() -> str | None:
     """The stack's `bucket_name` output, when the Pulumi CLI is on PATH and answers in time; else None."""
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        return None
-    try:
-        answered = subprocess.run(
-            [pulumi, "stack", "output", "--json", "--non-interactive"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise UsageError(
-            f"`pulumi stack output` did not answer in {timeout:g} s: pass --bucket or set {BUCKET_VARIABLE}"
-        ) from None
-    if answered.returncode != 0:
-        return None
-    try:
-        bucket = json.loads(answered.stdout).get("bucket_name")
-    except (ValueError, AttributeError):
-        return None
+    bucket = (stack_outputs(instead=f"pass --bucket or set {BUCKET_VARIABLE}") or {}).get("bucket_name")
     return bucket if isinstance(bucket, str) else None
 
 
@@ -112,8 +89,10 @@ def list_scope(client: S3Client, bucket: str, scope: Scope) -> list[RemoteObject
         prefixes = [f"{instance}/" for instance in scope.instances]
         if scope.postmortem:
             prefixes += [f"{POSTMORTEM_PREFIX}{instance}/" for instance in scope.instances]
-        return [found for prefix in prefixes for found in _list_objects(client, bucket, prefix)]
-    return [found for found in _list_objects(client, bucket, "") if _is_in_scope(found.key, scope.postmortem)]
+        listed = [found for prefix in prefixes for found in _list_objects(client, bucket, prefix)]
+    else:
+        listed = [found for found in _list_objects(client, bucket, "") if _is_in_scope(found.key, scope.postmortem)]
+    return [found for found in listed if _is_result(found.key)]
 
 
 def _is_in_scope(key: str, postmortem: bool) -> bool:
@@ -122,6 +101,12 @@ def _is_in_scope(key: str, postmortem: bool) -> bool:
         key = key[len(POSTMORTEM_PREFIX) :]
     instance, slash, _ = key.partition("/")
     return bool(slash) and is_instance_id(instance)
+
+
+def _is_result(key: str) -> bool:
+    """Anything but the push's own record (`<instance-id>/trainguard-push.json`): it changes with every push and
+    is no result, so a pull that found nothing new stays a no-op."""
+    return key.partition("/")[2] != PUSH_RECORD_NAME
 
 
 def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[RemoteObject]:

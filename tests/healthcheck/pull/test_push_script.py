@@ -8,15 +8,18 @@ The instance metadata service is a fake trainguard-imds beside a copy of the scr
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from healthcheck import contract
 from infra.bundle import USERDATA_DIR
 from tests.conftest import write_bundle_env
 
@@ -77,8 +80,21 @@ def write(path: Path, body: bytes, age: float = 0.0) -> None:
         os.utime(path, (time.time() - age, time.time() - age))
 
 
+RECORD = f"{INSTANCE_A}/{contract.PUSH_RECORD_NAME}"
+
+
 def remote_keys(s3: S3) -> set[str]:
-    return {item["Key"] for item in s3.client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    """The results pushed: every key but the push's own record."""
+    listed = s3.client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    return {item["Key"] for item in listed} - {RECORD}
+
+
+def push_record(s3: S3) -> dict[str, object] | None:
+    try:
+        body = s3.client.get_object(Bucket=BUCKET, Key=RECORD)["Body"].read()
+    except s3.client.exceptions.NoSuchKey:
+        return None
+    return json.loads(body)  # type: ignore[no-any-return]
 
 
 def test_the_aws_cli_is_version_1_as_on_the_deep_learning_ami() -> None:
@@ -147,6 +163,31 @@ def test_a_push_waits_for_the_one_running_and_gives_up_after_wait(s3: S3, instan
     assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
 
 
+def test_a_push_that_ends_well_writes_its_record_last_which_status_reads(s3: S3, instance: Path) -> None:
+    write(instance / "results" / "metrics.csv", b"1", age=120)
+    write(instance / "results" / "now.csv", b"2")
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+
+    pushed = push(instance, TRAINGUARD_BUCKET=BUCKET)
+
+    assert pushed.returncode == 0, pushed.stderr
+    record = push_record(s3)
+    assert record is not None and record["held_back"] == 1
+    assert before <= datetime.fromisoformat(str(record["pushed"]).replace("Z", "+00:00")) <= datetime.now(timezone.utc)
+
+
+def test_a_results_file_with_the_records_name_is_told_and_kept_out(s3: S3, instance: Path) -> None:
+    write(instance / "results" / contract.PUSH_RECORD_NAME, b"mine", age=120)
+    write(instance / "results" / "metrics.csv", b"1", age=120)
+
+    pushed = push(instance, TRAINGUARD_BUCKET=BUCKET)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"{contract.PUSH_RECORD_NAME} is not pushed: trainguard keeps that name; rename it" in pushed.stderr
+    assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
+    assert push_record(s3) is not None
+
+
 def test_a_failed_upload_exits_1_with_a_clear_line(s3: S3, instance: Path) -> None:
     write(instance / "results" / "metrics.csv", b"1", age=120)
 
@@ -184,7 +225,7 @@ def test_the_region_comes_from_the_metadata_service_when_unset(s3: S3, instance:
     )
 
     assert pushed.returncode == 0, pushed.stderr
-    assert (tmp_path / "regions").read_text() == "eu-west-1\n"
+    assert set((tmp_path / "regions").read_text().splitlines()) == {"eu-west-1"}  # the sync, then the record
     assert remote_keys(s3) == {f"{INSTANCE_A}/metrics.csv"}
 
 
