@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -18,6 +19,18 @@ from healthcheck.errors import OutputLost, UsageError, interrupted_exit_status, 
 from healthcheck.status import Status
 
 PROGRAM = "trainguard"
+
+
+def printable(text: str) -> str:
+    """Text safe for a terminal: control and format characters (ESC, CR, BEL, bidi overrides) escaped.
+
+    Banners, S3 keys, tags and alarm reasons come from others; unescaped, an
+    ESC sequence in one could retitle, clear or rewrite the user's terminal.
+    """
+    return "".join(
+        char if unicodedata.category(char) not in ("Cc", "Cf") else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 @dataclass

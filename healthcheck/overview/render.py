@@ -12,8 +12,8 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TextIO
 
+from healthcheck.console import printable
 from healthcheck.overview.judge import INSTANCE_TOPICS, Check, InstanceReport, Report
-from healthcheck.probe.render import printable
 from healthcheck.status import Status
 
 SCHEMA_VERSION = 1

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
+from healthcheck.console import printable
 from healthcheck.probe.verdict import Result
 from healthcheck.status import Status, worst
-
-
-def printable(text: str) -> str:
-    """Text safe for a terminal: control and format characters (ESC, CR, BEL, bidi overrides) escaped.
-
-    Banners and errors come from the server; unescaped, an ESC sequence in
-    one could retitle, clear or rewrite the user's terminal.
-    """
-    return "".join(
-        char if unicodedata.category(char) not in ("Cc", "Cf") else char.encode("unicode_escape").decode("ascii")
-        for char in text
-    )
 
 
 def overall_status(results: Sequence[Result]) -> Status:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from healthcheck.console import printable
 from healthcheck.pull.plan import Aside, Download, PullPlan
 
 if TYPE_CHECKING:
@@ -48,13 +49,6 @@ class RoundResult:
         return bool(self.failed or self.set_aside or self.manifest_error)
 
 
-def shown(text: str) -> str:
-    """A key or a path as it may be printed: control and format characters escaped."""
-    from healthcheck.probe.render import printable
-
-    return printable(text)
-
-
 def human_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "kB", "MB", "GB"):
@@ -82,18 +76,18 @@ def summary_line(result: RoundResult) -> str:
 
 def why_aside(download: Download) -> str:
     if download.aside is Aside.TWIN:
-        other = f"{shown(download.beside)}'s" if download.beside else "another key's"
+        other = f"{printable(download.beside)}'s" if download.beside else "another key's"
         return f"this folder does not tell its name from {other}"
-    return f"a file of yours is at {shown(download.beside) if download.beside else 'its own name'}"
+    return f"a file of yours is at {printable(download.beside) if download.beside else 'its own name'}"
 
 
 def detail_lines(result: RoundResult) -> list[str]:
     """What needs the user's eyes: each file set aside and why, each failure and why, a manifest not saved."""
     lines = [
-        f"  set aside: {shown(item.remote.key)} -> {shown(item.target)} ({why_aside(item)})"
+        f"  set aside: {printable(item.remote.key)} -> {printable(item.target)} ({why_aside(item)})"
         for item in result.set_aside
     ]
-    lines += [f"  failed: {shown(key)}: {shown(why)}" for key, why in result.failed]
+    lines += [f"  failed: {printable(key)}: {printable(why)}" for key, why in result.failed]
     if result.manifest_error:
         lines.append(
             f"  the manifest could not be saved ({result.manifest_error}): the next pull looks at the files again"
@@ -146,11 +140,11 @@ def plan_lines(plan: PullPlan) -> list[str]:
     """--dry-run: what a pull would download, and what it could not place."""
     lines = []
     for download in plan.downloads:
-        line = f"would download ({download.change.value}): {shown(download.remote.key)}"
+        line = f"would download ({download.change.value}): {printable(download.remote.key)}"
         if download.aside is not None:
-            line += f" -> {shown(download.target)} ({why_aside(download)})"
+            line += f" -> {printable(download.target)} ({why_aside(download)})"
         lines.append(line)
-    lines += [f"would fail: {shown(key)}: {shown(why)}" for key, why in plan.refused]
+    lines += [f"would fail: {printable(key)}: {printable(why)}" for key, why in plan.refused]
     return lines
 
 
@@ -186,9 +180,9 @@ class PlainLines(Quiet):
     def fetched(self, outcome: Fetched) -> None:
         if outcome.error is None:
             download = outcome.download
-            line = f"{download.change.value}: {shown(download.remote.key)}"
+            line = f"{download.change.value}: {printable(download.remote.key)}"
             if download.aside is not None:
-                line += f" -> {shown(download.target)}"
+                line += f" -> {printable(download.target)}"
             print(line, file=self._out, flush=True)
 
 
