@@ -30,9 +30,10 @@ FOLDER_MODE = 0o1733
 ANSWER_KEPT_S = 600.0  # a worker reads its answer within its wait; older answers go
 MAX_PER_ROUND = 1000  # a flood of requests is answered a thousand at a time, by one push each
 POLL_S = 1.0
-# A checkpoint's push may carry a large file: longer than the kill's push, which an email waits for.
-PUSH_ARGUMENTS = ("--now", "--wait", "60", "--timeout", "600")
-PUSH_TIMEOUT_S = 700.0
+# A checkpoint's push may carry a large file, and may wait for the timer's push to finish (trainguard-push's own
+# default wait): longer than the kill's push, which an email waits for.
+PUSH_ARGUMENTS = ("--now", "--wait", "200", "--timeout", "600")
+PUSH_TIMEOUT_S = 900.0
 
 
 def prepare(folder: Path) -> None:

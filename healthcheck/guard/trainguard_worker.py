@@ -60,7 +60,7 @@ PUSH_COMMAND = "trainguard-push"
 KIB = 1024
 MIB = 1024 * KIB
 NVIDIA_SMI_TIMEOUT_S = 10.0
-PUSH_TIMEOUT_S = 900.0  # the guard gives a requested push up to 700 s (push_requests.py)
+PUSH_TIMEOUT_S = 960.0  # the guard gives a requested push up to 900 s (push_requests.py)
 REQUEST_POLL_S = 0.5
 # The report is rewritten at each change, and otherwise at most this often: the push holds back files written
 # in the last 30 s, so a file rewritten more often would never leave the instance while training runs.

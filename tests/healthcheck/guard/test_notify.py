@@ -333,7 +333,7 @@ def test_a_workers_push_request_runs_the_push_niced_outside_the_worker(tmp_path:
     done = notifier.requested_push()
 
     assert done.ok
-    assert (tmp_path / "push.log").read_text() == f"{os.nice(0) + 10} --now --wait 60 --timeout 600\n"
+    assert (tmp_path / "push.log").read_text() == f"{os.nice(0) + 10} --now --wait 200 --timeout 600\n"
     missing = notify.Notifier(host, "i-0", TOPIC, which=lambda name: None, log=lambda line: None).requested_push()
     assert (missing.returncode, missing.why()) == (127, "trainguard-push is not installed here")
 
