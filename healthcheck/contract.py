@@ -125,6 +125,7 @@ GUARD_CURSOR_FILE = "/var/lib/trainguard/guard.cursor"
 # Results under <instance-id>/, remediation evidence under postmortem/<instance-id>/, the bundle under its own.
 POSTMORTEM_PREFIX = "postmortem/"
 BUNDLE_PREFIX = "trainguard/bundle"
+BUNDLE_ASSOCIATION_INFIX = "-bundle-"
 # Each push that ends well writes this small record last, so `trainguard status` tells a push that stopped from
 # results that stopped changing: s3://<bucket>/<instance-id>/trainguard-push.json.
 PUSH_RECORD_NAME = "trainguard-push.json"
@@ -167,6 +168,12 @@ def alarm_key(alarm_name: str) -> str | None:
     """The alarm key of an instance alarm's name (what follows the instance id), or None."""
     match = re.search(rf"-({INSTANCE_ID.pattern})-([a-z0-9-]+)$", alarm_name)
     return match.group(2) if match else None
+
+
+def bundle_association_name(name: str, stack: str) -> str:
+    """The State Manager association that applies the bundle to one instance: <name>-bundle-<stack> (at most 128
+    characters), so `trainguard status` tells the stack's association from any other on the instance."""
+    return f"{name}{BUNDLE_ASSOCIATION_INFIX}{stack}"[:128]
 
 
 def worker_results_dir(worker: int) -> str:

@@ -18,7 +18,7 @@ from infra.components.auto_reboot import AutoReboot
 from infra.components.bundle import InstanceBundle
 from infra.components.canary import SshCanary, errors_alarm_name
 from infra.components.dashboard import StackDashboard, dashboard_name
-from infra.components.instance import Links, Placement, Size, TrainingInstance, association_name
+from infra.components.instance import Links, Placement, Size, TrainingInstance
 from infra.components.network import SshAccess
 from infra.components.results import ResultsBucket
 from infra.components.snapshots import SnapshotPolicy
@@ -56,7 +56,11 @@ def derived_names(stack: str) -> list[tuple[str, str, str]]:
         ("aws:cloudwatch/dashboard:Dashboard", "dashboardName", dashboard_name(stack)),
         (ALARM_TYPE, "name", contract.instance_alarm_name(stack, LONGEST_INSTANCE_ID, LONGEST_ALARM_KEY)),
         (ALARM_TYPE, "name", errors_alarm_name(stack)),
-        ("aws:ssm/association:Association", "associationName", association_name("trainguard-node-19", stack)),
+        (
+            "aws:ssm/association:Association",
+            "associationName",
+            contract.bundle_association_name("trainguard-node-19", stack),
+        ),
     ]
 
 

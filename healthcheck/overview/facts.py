@@ -1,12 +1,13 @@
 """What `trainguard status` looks at, read from AWS in a few batched calls (the edge), as immutable facts.
 
-For the whole stack: one paginated DescribeInstances and one DescribeInstanceStatus, one paginated
-DescribeAlarms (the stack's alarms, by name), one GetMetricData for every instance's canary samples, agent
-datapoints and the guard's kills, the topic's subscriptions, the auto-reboot function's configuration and the
-snapshot policy. Then per instance, all at once: the SSH banner, State Manager's association status and the
-bucket's listing. A fact that cannot be read is recorded as such (`unavailable`, with why), never raised: the
-judgement decides what its absence means. Only failing to list the instances raises, since nothing can be
-judged then.
+For the whole stack: DescribeInstances and DescribeInstanceStatus, the stack's alarms (by name), two
+GetMetricData calls for every instance's canary samples, agent datapoints (the last 30 minutes) and the
+guard's kills (the last 6 hours), the topic's subscriptions, the auto-reboot function's configuration and the
+snapshot policy. Then per instance, all at once in threads that never hold the process: the SSH banner, State
+Manager's association status and the bucket's listing, within one deadline.
+
+A fact that cannot be read is recorded as such (`unavailable`: what, and why), never raised: the judgement
+decides what its absence means. Only failing to list the instances raises, since nothing can be judged then.
 """
 
 from __future__ import annotations
@@ -14,26 +15,32 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from healthcheck import contract, metric_data
-from healthcheck.guard.workers import WorkerRecord
+from healthcheck.guard.workers import STATES, WorkerRecord
 from healthcheck.metric_data import Points
 from healthcheck.probe.stages import BannerCheck, check_banner
 from healthcheck.remediation.policy import Entry, RemediationConfigError, RemediationSettings, decode_history
+from healthcheck.threads import DaemonThreads
 
 BANNER_TIMEOUT_S = 5.0
 SSH_PORT = 22
 # The canary samples every 10 s and the agent every 60 s: their newest datapoints are read from this far back.
+# (Within 3 hours, where CloudWatch still answers for a 10-second period.)
 METRICS_LOOKBACK = timedelta(minutes=30)
-# The guard's kills are counted over this window.
+# The guard's kills are counted over this window, in hours (a period CloudWatch answers for that far back).
 KILLS_WINDOW = timedelta(hours=6)
 # Instances looked at at once: a frozen one costs its banner check's whole timeout, so all at once (up to 32).
 PARALLEL = 32
+# What each instance's own reads (banner, State Manager, the bucket) may take in all.
+INSTANCE_DEADLINE_S = 30.0
 # A results listing stops here (20 pages): the newest result of a bigger one is the newest among these.
 MAX_LISTED = 20_000
 MAX_RECORD_BYTES = 1 << 20
@@ -41,6 +48,16 @@ MAX_RECORD_BYTES = 1 << 20
 STATUS_IDS_PER_CALL = 100
 BUNDLE_IN_COMMAND = re.compile(re.escape(contract.BUNDLE_PREFIX) + r"/([0-9a-f]+)\.tar\.gz")
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# What `unavailable` names, where the judgement looks for it.
+ALARMS, METRICS, SUBSCRIPTIONS, SSH, BUNDLE, RESULTS = (
+    "alarms",
+    "metrics",
+    "email subscriptions",
+    "ssh",
+    "bundle",
+    "results",
+)
+EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 
 T = TypeVar("T")
 
@@ -57,7 +74,7 @@ class Alarm:
     name: str
     key: str  # what follows the instance id (ssh-unresponsive, ...), or the stack prefix for a stack alarm
     state: str  # OK, ALARM, INSUFFICIENT_DATA
-    since: datetime | None
+    since: datetime | None  # when it last changed state
     reason: str
     metric: str  # Namespace/MetricName
 
@@ -101,13 +118,13 @@ class InstanceFacts:
     private_ip: str | None
     tags: dict[str, str]
     alarms: tuple[Alarm, ...] = ()
-    banner: BannerCheck | None = None  # None where it was not looked at: not running, or no address
+    banner: BannerCheck | None = None  # None where it was not looked at: not running, no address, no time
     canary_latest: tuple[datetime, float] | None = None
     agent_latest: datetime | None = None
     kills_recent: int | None = None
     association: Association | None = None
     results: Results | None = None
-    unavailable: dict[str, str] = field(default_factory=dict)  # fact -> why it could not be read
+    unavailable: dict[str, str] = field(default_factory=dict)  # what could not be read -> why
 
     @property
     def history(self) -> tuple[Entry, ...]:
@@ -126,6 +143,7 @@ class StackFacts:
     function: Function | None
     stack_alarms: tuple[Alarm, ...]
     instances: tuple[InstanceFacts, ...]
+    missing: tuple[str, ...] = ()  # instance ids the stack's outputs name that EC2 no longer knows
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
@@ -174,14 +192,18 @@ def gather(sources: Sources, clients: Clients, region: str, now: datetime) -> St
     """Every fact status shows. Failing to list the instances raises: nothing can be judged then."""
     unavailable: dict[str, str] = {}
     instances = _instances(clients.ec2, sources)
+    ids = [str(instance["InstanceId"]) for instance in instances]
     prefix = contract.stack_alarm_prefix(sources.stack)
-    alarms = _attempt("alarms", unavailable, lambda: _alarms(clients.cloudwatch, prefix)) or []
-    actions = _actions_of(alarms)
+    listed = _attempt(ALARMS, unavailable, lambda: _alarms(clients.cloudwatch, prefix)) or []
+    # A prefix also matches a longer stack's alarms (trainguard-dev- and trainguard-dev-2-...): only this stack's
+    # instances' alarms and its own stack alarms count, and only their actions name its topic and function.
+    stack_alarm_names = {contract.stack_alarm_name(sources.stack, contract.CANARY_ERRORS_ALARM_KEY)}
+    instance_prefixes = tuple(contract.instance_alarm_name(sources.stack, iid, "") for iid in ids)
+    alarms = [(alarm, actions) for alarm, actions in listed if alarm.name.startswith(instance_prefixes)]
+    actions = [action for _, acting in alarms for action in acting if action.startswith("arn:")]
     topic = sources.topic_arn or next((arn for arn in actions if ":sns:" in arn), None)
     function_name = sources.function_name or next((arn for arn in actions if ":lambda:" in arn), None)
-    subscriptions = (
-        _attempt("email subscriptions", unavailable, lambda: _subscriptions(clients.sns, topic)) if topic else None
-    )
+    subscriptions = _attempt(SUBSCRIPTIONS, unavailable, lambda: _subscriptions(clients.sns, topic)) if topic else None
     function = (
         _attempt("the auto-reboot function", unavailable, lambda: _function(clients.awslambda, function_name))
         if function_name
@@ -191,15 +213,12 @@ def gather(sources: Sources, clients: Clients, region: str, now: datetime) -> St
     bucket = sources.bucket or (function.settings.bucket if function else None)
     dlm_id = sources.dlm_policy_id
     dlm_state = _attempt("snapshots", unavailable, lambda: _dlm_state(clients.dlm, dlm_id)) if dlm_id else None
-    ids = [str(instance["InstanceId"]) for instance in instances]
-    metrics = _attempt("metrics", unavailable, lambda: _metrics(clients.cloudwatch, ids, now)) or {}
+    metrics = _attempt(METRICS, unavailable, lambda: _metrics(clients.cloudwatch, ids, now))
+    own_alarms = [alarm for alarm, _ in alarms]
 
-    def one(instance: dict[str, Any]) -> InstanceFacts:
-        return _instance_facts(instance, alarms, metrics, sources.stack, bucket, clients, now)
+    def slow(instance: dict[str, Any]) -> InstanceFacts:
+        return _instance_facts(instance, own_alarms, metrics, sources.stack, bucket, clients, now)
 
-    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        facts = tuple(pool.map(one, instances))
-    stack_alarm_names = {contract.stack_alarm_name(sources.stack, contract.CANARY_ERRORS_ALARM_KEY)}
     return StackFacts(
         stack=sources.stack,
         region=region,
@@ -209,32 +228,66 @@ def gather(sources: Sources, clients: Clients, region: str, now: datetime) -> St
         bundle_version=sources.bundle_version,
         dlm_state=dlm_state,
         function=function,
-        stack_alarms=tuple(alarm for alarm, _ in alarms if alarm.name in stack_alarm_names),
-        instances=facts,
+        stack_alarms=tuple(alarm for alarm, _ in listed if alarm.name in stack_alarm_names),
+        instances=_each_by_deadline(instances, slow, own_alarms, metrics, sources.stack, now),
+        missing=tuple(iid for iid in sources.instance_ids if iid not in ids),
         unavailable=unavailable,
     )
 
 
+def _each_by_deadline(
+    instances: list[dict[str, Any]],
+    slow: Callable[[dict[str, Any]], InstanceFacts],
+    alarms: list[Alarm],
+    metrics: Mapping[str, dict[str, Points]] | None,
+    stack: str,
+    now: datetime,
+) -> tuple[InstanceFacts, ...]:
+    """`slow(instance)` for every instance at once, within INSTANCE_DEADLINE_S in all; an instance not done by
+    then (or whose reads failed outright) is shown with what needs no call of its own, and says why the rest is
+    missing. Ctrl-C abandons the threads at once."""
+    pool = DaemonThreads(max_workers=PARALLEL, name="status")
+    try:
+        futures: list[Future[InstanceFacts]] = [pool.submit(slow, instance) for instance in instances]
+        deadline = time.monotonic() + INSTANCE_DEADLINE_S
+        facts = []
+        for instance, future in zip(instances, futures, strict=True):
+            try:
+                facts.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
+            except Exception as error:  # noqa: BLE001 (late, or failed: either way the instance is still shown)
+                why = f"no answer within {INSTANCE_DEADLINE_S:g} s" if isinstance(error, FutureTimeout) else str(error)
+                missed = dict.fromkeys((SSH, BUNDLE, RESULTS), why)
+                facts.append(_instance_facts(instance, alarms, metrics, stack, None, None, now, late=missed))
+        return tuple(facts)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _instances(ec2: Any, sources: Sources) -> list[dict[str, Any]]:
-    """The stack's instances (by id where the outputs name them, else by the stack tag), with their checks."""
-    paginator = ec2.get_paginator("describe_instances")
-    if sources.instance_ids:
-        pages = paginator.paginate(InstanceIds=list(sources.instance_ids))
-    else:
-        pages = paginator.paginate(
-            Filters=[
-                {"Name": f"tag:{contract.STACK_TAG_KEY}", "Values": [sources.stack]},
-                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
-            ]
-        )
-    found = [instance for page in pages for group in page["Reservations"] for instance in group["Instances"]]
+    """The stack's instances (those its outputs name, else those with its tag), with their status checks.
+
+    Ids are filtered on, not asked for: one the outputs name that EC2 no longer knows leaves the rest readable.
+    """
+    wanted = (
+        {"Name": "instance-id", "Values": list(sources.instance_ids)}
+        if sources.instance_ids
+        else {"Name": f"tag:{contract.STACK_TAG_KEY}", "Values": [sources.stack]}
+    )
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=[wanted])
+    found = [
+        instance
+        for page in pages
+        for group in page.get("Reservations", [])
+        for instance in group.get("Instances", [])
+        if sources.instance_ids or instance.get("State", {}).get("Name") in LIVE_STATES
+    ]
     ids = [str(instance["InstanceId"]) for instance in found]
     checks: dict[str, Any] = {}
     for first in range(0, len(ids), STATUS_IDS_PER_CALL):
         answer = ec2.describe_instance_status(
             InstanceIds=ids[first : first + STATUS_IDS_PER_CALL], IncludeAllInstances=True
         )
-        checks.update({status["InstanceId"]: status for status in answer["InstanceStatuses"]})
+        checks.update({status["InstanceId"]: status for status in answer.get("InstanceStatuses", [])})
     for instance in found:
         status = checks.get(instance["InstanceId"], {})
         instance["_system"] = status.get("SystemStatus", {}).get("Status", "unknown")
@@ -243,7 +296,7 @@ def _instances(ec2: Any, sources: Sources) -> list[dict[str, Any]]:
 
 
 def _alarms(cloudwatch: Any, prefix: str) -> list[tuple[Alarm, tuple[str, ...]]]:
-    """The alarms named with the stack's prefix, each with its actions."""
+    """The alarms named with the prefix, each with its ALARM actions."""
     alarms = []
     for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix):
         for alarm in page.get("MetricAlarms", []):
@@ -252,17 +305,12 @@ def _alarms(cloudwatch: Any, prefix: str) -> list[tuple[Alarm, tuple[str, ...]]]
                 name=name,
                 key=contract.alarm_key(name) or name.removeprefix(prefix),
                 state=str(alarm.get("StateValue", "")),
-                since=alarm.get("StateUpdatedTimestamp"),
+                since=alarm.get("StateTransitionedTimestamp") or alarm.get("StateUpdatedTimestamp"),
                 reason=str(alarm.get("StateReason", "")),
                 metric=f"{alarm.get('Namespace', '')}/{alarm.get('MetricName', '')}",
             )
             alarms.append((described, tuple(str(action) for action in alarm.get("AlarmActions", []))))
     return alarms
-
-
-def _actions_of(alarms: Sequence[tuple[Alarm, tuple[str, ...]]]) -> list[str]:
-    """What the stack's alarms act on (its topic, the auto-reboot function), for a stack found by name only."""
-    return [action for _, actions in alarms for action in actions if action.startswith("arn:")]
 
 
 def _subscriptions(sns: Any, topic_arn: str) -> tuple[Subscription, ...]:
@@ -296,48 +344,57 @@ def _dlm_state(dlm: Any, policy_id: str) -> str:
 
 
 def _metrics(cloudwatch: Any, instance_ids: list[str], now: datetime) -> dict[str, dict[str, Points]]:
-    """Every instance's canary samples, agent datapoints and the guard's kills, newest first: one GetMetricData
-    call for up to 166 instances."""
-    wanted = (
+    """Every instance's canary samples and agent datapoints (one call for up to 250 instances), and the guard's
+    kills (one call for up to 500): two windows, since CloudWatch answers for a 10-second period only within
+    the last 3 hours."""
+    recent = (
         ("canary", contract.CANARY_NAMESPACE, contract.SSH_RESPONSIVE_METRIC, 10, "Minimum"),
         ("agent", contract.AGENT_NAMESPACE, contract.MEMORY_METRIC, 60, "SampleCount"),
-        ("kills", contract.GUARD_NAMESPACE, contract.OOM_KILLS_METRIC, 3600, "Sum"),
     )
-    queries = [
-        metric_data.instance_query(f"{name}{index}", namespace, metric, instance_id, period, stat)
-        for index, instance_id in enumerate(instance_ids)
-        for name, namespace, metric, period, stat in wanted
-    ]
-    series = metric_data.newest_first(cloudwatch, queries, now - max(METRICS_LOOKBACK, KILLS_WINDOW), now)
+    hours = (("kills", contract.GUARD_NAMESPACE, contract.OOM_KILLS_METRIC, 3600, "Sum"),)
+    series: dict[str, Points] = {}
+    for wanted, lookback in ((recent, METRICS_LOOKBACK), (hours, KILLS_WINDOW)):
+        queries = [
+            metric_data.instance_query(f"{name}{index}", namespace, metric, instance_id, period, stat)
+            for index, instance_id in enumerate(instance_ids)
+            for name, namespace, metric, period, stat in wanted
+        ]
+        series |= metric_data.newest_first(cloudwatch, queries, now - lookback, now)
     return {
-        instance_id: {name: series[f"{name}{index}"] for name, *_ in wanted}
+        instance_id: {name: series[f"{name}{index}"] for name in ("canary", "agent", "kills")}
         for index, instance_id in enumerate(instance_ids)
     }
 
 
 def _instance_facts(
     instance: dict[str, Any],
-    alarms: Sequence[tuple[Alarm, tuple[str, ...]]],
-    metrics: Mapping[str, dict[str, Points]],
+    alarms: Sequence[Alarm],
+    metrics: Mapping[str, dict[str, Points]] | None,
     stack: str,
     bucket: str | None,
-    clients: Clients,
+    clients: Clients | None,
     now: datetime,
+    late: Mapping[str, str] | None = None,
 ) -> InstanceFacts:
+    """One instance's facts: with `clients`, its own reads too (banner, State Manager, bucket); without, `late`
+    says why they were not made."""
     instance_id = str(instance["InstanceId"])
-    tags = {str(tag["Key"]): str(tag["Value"]) for tag in instance.get("Tags", [])}
-    unavailable: dict[str, str] = {}
+    tags = {str(tag.get("Key")): str(tag.get("Value")) for tag in instance.get("Tags", [])}
+    unavailable: dict[str, str] = dict(late or {})
     own_prefix = contract.instance_alarm_name(stack, instance_id, "")
-    own = tuple(alarm for alarm, _ in alarms if alarm.name.startswith(own_prefix))
-    series = metrics.get(instance_id, {})
+    series = (metrics or {}).get(instance_id, {})
     canary = series.get("canary") or []
-    agent = [(at, count) for at, count in series.get("agent") or [] if count > 0 and now - at <= METRICS_LOOKBACK]
+    agent = [(at, count) for at, count in series.get("agent") or [] if count > 0]
     kills = series.get("kills")
-    state = str(instance["State"]["Name"])
+    state = str(instance.get("State", {}).get("Name", "unknown"))
     address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
-    banner = check_banner(str(address), SSH_PORT, BANNER_TIMEOUT_S) if state == "running" and address else None
-    association = _attempt("the bundle's apply", unavailable, lambda: _association(clients.ssm, instance_id))
-    results = _attempt("results", unavailable, lambda: _results(clients.s3, bucket, instance_id)) if bucket else None
+    banner = association = results = None
+    if clients is not None:
+        if state == "running" and address:
+            banner = check_banner(str(address), SSH_PORT, BANNER_TIMEOUT_S)
+        association = _attempt(BUNDLE, unavailable, lambda: _association(clients.ssm, instance_id, stack))
+        if bucket:
+            results = _attempt(RESULTS, unavailable, lambda: _results(clients.s3, bucket, instance_id))
     return InstanceFacts(
         instance_id=instance_id,
         name=tags.get("Name", ""),
@@ -347,7 +404,7 @@ def _instance_facts(
         public_ip=instance.get("PublicIpAddress"),
         private_ip=instance.get("PrivateIpAddress"),
         tags=tags,
-        alarms=own,
+        alarms=tuple(alarm for alarm in alarms if alarm.name.startswith(own_prefix)),
         banner=banner,
         canary_latest=canary[0] if canary else None,
         agent_latest=agent[0][0] if agent else None,
@@ -358,12 +415,18 @@ def _instance_facts(
     )
 
 
-def _association(ssm: Any, instance_id: str) -> Association | None:
-    """The newest State Manager run on the instance, and the bundle version its association applies."""
+def _association(ssm: Any, instance_id: str, stack: str) -> Association | None:
+    """The newest run of the stack's bundle association on the instance, and the version it applies (another
+    tool's associations on the instance are not the stack's business)."""
     statuses = ssm.describe_instance_associations_status(InstanceId=instance_id).get("InstanceAssociationStatusInfos")
-    if not statuses:
+    ours = [
+        status
+        for status in statuses or []
+        if str(status.get("AssociationName", "")).endswith(f"{contract.BUNDLE_ASSOCIATION_INFIX}{stack}")
+    ]
+    if not ours:
         return None
-    newest = max(statuses, key=lambda status: status.get("ExecutionDate") or datetime.min)
+    newest = max(ours, key=lambda status: status.get("ExecutionDate") or EPOCH)
     version = None
     described = ssm.describe_association(AssociationId=newest["AssociationId"])["AssociationDescription"]
     for command in described.get("Parameters", {}).get("commands", []):
@@ -398,7 +461,8 @@ def _results(s3: Any, bucket: str, instance_id: str) -> Results:
 
 
 def _workers(s3: Any, bucket: str, key: str) -> tuple[WorkerRecord, ...] | None:
-    """The guard's record of the workers, pushed with the results; None where there is none (or it is unreadable)."""
+    """The guard's record of the workers, pushed with the results; None where there is none (or it is unreadable).
+    Each worker's entry is taken only when every field has its type: the bucket is written by the instance."""
     from botocore.exceptions import ClientError
 
     try:
@@ -412,11 +476,26 @@ def _workers(s3: Any, bucket: str, key: str) -> tuple[WorkerRecord, ...] | None:
     workers = record.get("workers") if isinstance(record, dict) else None
     if not isinstance(workers, list):
         return None
-    known = {field.name for field in fields(WorkerRecord)}
-    found = []
-    for worker in workers:
-        try:
-            found.append(WorkerRecord(**{name: value for name, value in worker.items() if name in known}))
-        except (AttributeError, TypeError):  # not an object, or a field missing
+    return tuple(found for found in map(_worker_record, workers) if found is not None)
+
+
+def _worker_record(entry: object) -> WorkerRecord | None:
+    if not isinstance(entry, dict):
+        return None
+    known = {described.name: described for described in fields(WorkerRecord)}
+    values = {name: value for name, value in entry.items() if name in known}
+    whole = ("worker", "exit_status", "memory_peak_bytes", "memory_max_bytes")
+    for name, value in values.items():
+        optional = known[name].default is None
+        if optional and value is None:
             continue
-    return tuple(found)
+        if name in whole and (not isinstance(value, int) or isinstance(value, bool)):
+            return None
+        if name not in whole and not isinstance(value, str):
+            return None
+    if values.get("state") not in STATES:
+        return None
+    try:
+        return WorkerRecord(**values)
+    except TypeError:  # a field it must have is missing
+        return None

@@ -1,12 +1,16 @@
 """What the facts mean: is everything watched, is anything frozen or firing (pure).
 
-Each check has a level that doubles as a Nagios state: CRITICAL for a host
-that does not answer SSH or an alarm that fires; WARNING for anything that
-means trainguard is not watching as it should (an email nobody confirmed, an
-alarm without data, a silent canary or agent, a push that stopped, a spent
-reboot budget) or that a person should know (workers killed for memory, a
-stopped instance); OK otherwise. What could not be read is said, and is not a
-warning. The stack's state is the worst; UNKNOWN when no instance was found.
+Each check has a level that doubles as a Nagios state: CRITICAL for an
+instance that does not answer SSH, fails its status checks, or has an alarm
+firing; WARNING for anything that means trainguard is not watching as it
+should (an email nobody confirmed, an alarm without data, a silent canary or
+agent, a push that stopped, a spent reboot budget, the canary function
+failing) or that a person should know (workers killed for memory, a stopped
+instance, a port silent from here that nothing confirms frozen); OK otherwise.
+What could not be read is said, with why, and is neither a warning nor taken
+as bad news: a silent port is judged HUNG only when the canary heard nothing
+either, so status never advises rebooting a host it could not judge. The
+stack's state is the worst; UNKNOWN when no instance was found.
 """
 
 from __future__ import annotations
@@ -16,11 +20,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from healthcheck import contract
-from healthcheck.overview.facts import SSH_PORT, Alarm, InstanceFacts, StackFacts
+from healthcheck.overview.facts import (
+    ALARMS,
+    BUNDLE,
+    METRICS,
+    RESULTS,
+    SSH,
+    SSH_PORT,
+    SUBSCRIPTIONS,
+    Alarm,
+    InstanceFacts,
+    StackFacts,
+)
 from healthcheck.probe.canary import CanaryView
 from healthcheck.probe.prober import silent_running_instance
 from healthcheck.probe.verdict import Verdict
-from healthcheck.remediation.policy import REMEDIATIONS, RemediationSettings
+from healthcheck.remediation.policy import REMEDIATIONS, Action, RemediationSettings
 from healthcheck.status import Status, worst
 
 # The canary samples every 10 s and the agent every minute: older than this, they have stopped.
@@ -29,6 +44,7 @@ AGENT_STALE = timedelta(minutes=5)
 # The push timer runs every 5 minutes: three missed rounds is a push that no longer happens.
 PUSH_STALE = timedelta(minutes=15)
 INSTANCE_TOPICS = ("ec2", "ssh", "alarms", "canary", "agent", "guard", "reboots", "bundle", "push", "workers")
+COULD_NOT_CHECK = "could not check"
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,10 @@ def judge(facts: StackFacts) -> Report:
     )
 
 
+def _unread(topic: str, why: str) -> Check:
+    return Check(topic, Status.OK, COULD_NOT_CHECK, (f"could not check {topic}: {why}",))
+
+
 def _stack(facts: StackFacts) -> Iterator[Check]:
     if not facts.instances:
         yield Check(
@@ -101,6 +121,16 @@ def _stack(facts: StackFacts) -> Iterator[Check]:
             (
                 f"no instance tagged {contract.STACK_TAG_KEY}={facts.stack} in {facts.region}: check the stack's "
                 "name (--stack) and the region (--region)",
+            ),
+        )
+    if facts.missing:
+        yield Check(
+            "instances",
+            Status.WARNING,
+            f"{len(facts.missing)} gone",
+            (
+                f"the stack's outputs name {', '.join(facts.missing)}, which EC2 no longer knows: pulumi refresh, "
+                "then pulumi up, puts the stack back in step",
             ),
         )
     yield _email(facts)
@@ -115,23 +145,29 @@ def _stack(facts: StackFacts) -> Iterator[Check]:
         )
     if facts.dlm_state is not None:
         enabled = facts.dlm_state == "ENABLED"
-        why = () if enabled else (f"the data volumes' daily snapshot policy is {facts.dlm_state}: no new snapshots",)
-        yield Check("snapshots", Status.OK if enabled else Status.WARNING, facts.dlm_state.lower(), why)
+        stopped = f"the data volumes' daily snapshot policy is {facts.dlm_state}: no new snapshots"
+        yield Check(
+            "snapshots",
+            Status.OK if enabled else Status.WARNING,
+            facts.dlm_state.lower(),
+            () if enabled else (stopped,),
+        )
     for alarm in facts.stack_alarms:
         if alarm.state == "ALARM":
-            yield Check(
-                alarm.key,
-                Status.WARNING,
-                "ALARM",
-                (f"{alarm.key} in ALARM since {age(alarm.since, facts.at)}: {alarm.reason}",),
-            )
+            # The canary function failing: nothing watches SSH, which is a warning, as an alarm without data is.
+            yield Check(alarm.key, Status.WARNING, "ALARM", (_firing(alarm, facts.at),))
+    for what, reason in facts.unavailable.items():
+        if what != SUBSCRIPTIONS:  # said in the email check
+            yield _unread(what, reason)
 
 
 def _email(facts: StackFacts) -> Check:
     if facts.topic_arn is None:
+        if ALARMS in facts.unavailable:
+            return Check("email", Status.OK, COULD_NOT_CHECK, ("the alert topic is named by the alarms, unread",))
         return Check("email", Status.WARNING, "no topic", ("no alert topic found: nobody would be emailed",))
     if facts.subscriptions is None:
-        return Check("email", Status.OK, "could not check")
+        return _unread("email", facts.unavailable.get(SUBSCRIPTIONS, "no answer"))
     if not facts.subscriptions:
         return Check("email", Status.WARNING, "nobody", (f"nobody is subscribed to the alert topic {facts.topic_arn}",))
     pending = [subscription for subscription in facts.subscriptions if not subscription.confirmed]
@@ -149,34 +185,26 @@ def _email(facts: StackFacts) -> Check:
 
 
 def _instance(instance: InstanceFacts, facts: StackFacts, settings: RemediationSettings) -> Iterator[Check]:
-    now = facts.at
+    now, unread = facts.at, instance.unavailable
+    metrics_read = METRICS not in facts.unavailable
     yield _ec2(instance, facts.region)
     if instance.state == "running":
-        yield _ssh(instance, now)
-        yield _canary(instance, now)
-        yield _agent(instance, now)
-    yield _alarms(instance, now)
+        yield _unread("ssh", unread[SSH]) if SSH in unread else _ssh(instance, facts)
+        yield _canary(instance, now) if metrics_read else _unread("canary", "the metrics were not read")
+        yield _agent(instance, now) if metrics_read else _unread("agent", "the metrics were not read")
+    yield _alarms(instance, now) if ALARMS not in facts.unavailable else _unread("alarms", facts.unavailable[ALARMS])
     if instance.kills_recent is not None:
-        kills = instance.kills_recent
-        yield Check(
-            "guard",
-            Status.WARNING if kills else Status.OK,
-            f"{kills} killed (6 h)" if kills else "no kills (6 h)",
-            (
-                f"the guard killed {kills} worker(s) for memory in the last 6 h: trainguard launch --status on the "
-                "instance shows each worker's memory; fewer or smaller workers fit",
-            )
-            if kills
-            else (),
-        )
+        yield _kills(instance.kills_recent)
     yield _reboots(instance, now, settings)
-    if instance.association is not None:
+    if BUNDLE in unread:
+        yield _unread("bundle", unread[BUNDLE])
+    elif instance.association is not None:
         yield _bundle(instance, facts.bundle_version)
-    if instance.results is not None:
+    if RESULTS in unread:
+        yield _unread("push", unread[RESULTS])
+    elif instance.results is not None:
         yield _push(instance, now)
         yield _workers(instance, now)
-    for what, why in instance.unavailable.items():
-        yield Check(what, Status.OK, "could not check", (f"could not check {what}: {why}",))
 
 
 def _ec2(instance: InstanceFacts, region: str) -> Check:
@@ -198,11 +226,18 @@ def _ec2(instance: InstanceFacts, region: str) -> Check:
                 f"start-instances --instance-ids {instance.instance_id} --region {region}",
             ),
         )
+    if instance.state in ("shutting-down", "terminated"):
+        return Check(
+            "ec2",
+            Status.WARNING,
+            instance.state,
+            (f"{instance.state}, yet the stack's outputs still name it: pulumi up replaces it",),
+        )
     initializing = " (checks starting)" if "initializing" in checks else ""
     return Check("ec2", Status.OK, instance.state + initializing)
 
 
-def _ssh(instance: InstanceFacts, now: datetime) -> Check:
+def _ssh(instance: InstanceFacts, facts: StackFacts) -> Check:
     banner = instance.banner
     if banner is None:
         return Check("ssh", Status.OK, "no address")
@@ -213,10 +248,46 @@ def _ssh(instance: InstanceFacts, now: datetime) -> Check:
     verdict, detail = banner.verdict or Verdict.UNREACHABLE, banner.detail
     healthy_to_ec2 = (instance.system_status, instance.instance_status) == ("ok", "ok")
     if verdict is Verdict.UNREACHABLE and healthy_to_ec2:
-        judged = silent_running_instance(detail, instance.instance_id, SSH_PORT, _canary_view(instance), now)
-        verdict, detail = judged.verdict, judged.detail
-    level = Status.WARNING if verdict is Verdict.ADDRESS_NOT_ALLOWED else Status.CRITICAL
-    return Check("ssh", level, verdict.value, (f"{verdict.value}: {detail}", f"next: {verdict.next_step}"))
+        return _silent_port(instance, facts, detail)
+    return Check("ssh", Status.CRITICAL, verdict.value, (f"{verdict.value}: {detail}", f"next: {verdict.next_step}"))
+
+
+def _silent_port(instance: InstanceFacts, facts: StackFacts, detail: str) -> Check:
+    """A port that gives this laptop no answer while EC2 calls the instance healthy: what the canary heard, from
+    inside the VPC, tells a frozen sshd (HUNG) from an address the security group drops; without it, nothing
+    can be told, and nothing is advised that a healthy host would suffer."""
+    now, view = facts.at, _canary_view(instance)
+    if view is not None and (view.heard_sshd(now) or view.heard_nothing(now)):
+        if instance.public_ip is None and view.heard_sshd(now):
+            return Check(
+                "ssh",
+                Status.WARNING,
+                "silent (private)",
+                (
+                    f"no answer from its private address {instance.private_ip} ({detail}), while the canary hears "
+                    "sshd: this laptop does not reach the VPC (a VPN or a bastion does)",
+                ),
+            )
+        judged = silent_running_instance(detail, instance.instance_id, SSH_PORT, view, now)
+        verdict = judged.verdict
+        level = Status.WARNING if verdict is Verdict.ADDRESS_NOT_ALLOWED else Status.CRITICAL
+        return Check("ssh", level, verdict.value, (f"{verdict.value}: {judged.detail}", f"next: {verdict.next_step}"))
+    why = (
+        f"its samples could not be read ({facts.unavailable[METRICS]})"
+        if METRICS in facts.unavailable
+        else f"its newest sample is {age(view.latest_at, now)}"
+        if view is not None
+        else "it has no sample of it in 30 minutes"
+    )
+    return Check(
+        "ssh",
+        Status.WARNING,
+        "silent",
+        (
+            f"no SSH banner from here ({detail}) while EC2 calls it healthy, and the SSH canary cannot tell a frozen "
+            f"sshd from a security group dropping this address: {why}; its SSH alarm decides (see alarms)",
+        ),
+    )
 
 
 def _canary_view(instance: InstanceFacts) -> CanaryView | None:
@@ -275,19 +346,19 @@ def _agent(instance: InstanceFacts, now: datetime) -> Check:
 def _alarms(instance: InstanceFacts, now: datetime) -> Check:
     if not instance.alarms:
         return Check(
-            "alarms",
-            Status.WARNING,
-            "none",
-            ("no trainguard alarm found for it: nothing would notice a freeze",),
+            "alarms", Status.WARNING, "none", ("no trainguard alarm found for it: nothing would notice a freeze",)
         )
+    running = instance.state == "running"
     firing = [alarm for alarm in instance.alarms if alarm.state == "ALARM"]
-    # A stopped instance sends nothing: its alarms' missing data is no news.
-    blind = [alarm for alarm in instance.alarms if alarm.state == "INSUFFICIENT_DATA" and instance.state == "running"]
+    blind = [alarm for alarm in instance.alarms if alarm.state == "INSUFFICIENT_DATA"]
     quiet = len(instance.alarms) - len(firing) - len(blind)
-    parts = [f"{len(firing)} ALARM"] * bool(firing) + [f"{len(blind)} no data"] * bool(blind) + [f"{quiet} OK"]
+    # A stopped instance sends nothing: its alarms' missing data is no news.
+    no_data = f"{len(blind)} no data" + ("" if running else " (stopped)")
+    parts = [f"{len(firing)} ALARM"] * bool(firing) + [no_data] * bool(blind) + [f"{quiet} OK"]
     details = [_firing(alarm, now) for alarm in firing]
-    details += [_blind(alarm) for alarm in blind]
-    level = Status.CRITICAL if firing else Status.WARNING if blind else Status.OK
+    if running:
+        details += [f"{alarm.key}: not watching: no data for {alarm.metric}" for alarm in blind]
+    level = Status.CRITICAL if firing else Status.WARNING if blind and running else Status.OK
     return Check("alarms", level, ", ".join(parts), tuple(details))
 
 
@@ -295,8 +366,18 @@ def _firing(alarm: Alarm, now: datetime) -> str:
     return f"{alarm.key} in ALARM since {age(alarm.since, now)}: {alarm.reason}"
 
 
-def _blind(alarm: Alarm) -> str:
-    return f"{alarm.key}: not watching: no data for {alarm.metric}"
+def _kills(kills: int) -> Check:
+    if not kills:
+        return Check("guard", Status.OK, "no kills (6 h)")
+    return Check(
+        "guard",
+        Status.WARNING,
+        f"{kills} killed (6 h)",
+        (
+            f"the guard killed {kills} worker(s) for memory in the last 6 h: trainguard launch --status on the "
+            "instance shows each worker's memory; fewer or smaller workers fit",
+        ),
+    )
 
 
 def _hours(settings: RemediationSettings) -> int:
@@ -305,12 +386,16 @@ def _hours(settings: RemediationSettings) -> int:
 
 def _reboots(instance: InstanceFacts, now: datetime, settings: RemediationSettings) -> Check:
     history = instance.history
-    recent = [entry for entry in history if entry.action in REMEDIATIONS and now - entry.at < settings.reboot_window]
+    remediations = [entry for entry in history if entry.action in REMEDIATIONS]
+    recent = [entry for entry in remediations if now - entry.at < settings.reboot_window]
     used = f"{len(recent)}/{settings.max_reboots}"
-    last: tuple[str, ...] = ()
-    if history:
-        what = history[-1].action.name.lower().replace("_", " ")
-        last = (f"the last remediation: {what} {age(history[-1].at, now)}",)
+    said: tuple[str, ...] = ()
+    if remediations:
+        what = remediations[-1].action.name.lower().replace("_", " ")
+        said = (f"the last remediation: {what} {age(remediations[-1].at, now)}",)
+    gave_up = [entry for entry in history if entry.action is Action.GAVE_UP]
+    if gave_up:
+        said += (f"the auto-reboot function last gave up {age(gave_up[-1].at, now)} (its budget was spent)",)
     if len(recent) >= settings.max_reboots:
         return Check(
             "reboots",
@@ -319,10 +404,10 @@ def _reboots(instance: InstanceFacts, now: datetime, settings: RemediationSettin
             (
                 f"{len(recent)} reboots in the last {_hours(settings)} h: trainguard will not reboot it again "
                 f"until one is older; a person is needed (trainguard reboot --force)",
-                *last,
+                *said,
             ),
         )
-    return Check("reboots", Status.OK, used, last)
+    return Check("reboots", Status.OK, used, said)
 
 
 def _bundle(instance: InstanceFacts, stack_version: str | None) -> Check:
@@ -351,8 +436,8 @@ def _push(instance: InstanceFacts, now: datetime) -> Check:
     assert results is not None
     last = results.last_push_at
     if last is None:
-        seen = f"; newest result {age(results.newest_at, now)}" if results.newest_at else ""
-        return Check("push", Status.OK, "none yet" if not seen else f"newest {age(results.newest_at, now)}", ())
+        newest = results.newest_at
+        return Check("push", Status.OK, f"newest {age(newest, now)}" if newest else "none yet")
     if instance.state == "running" and now - last > PUSH_STALE:
         return Check(
             "push",
@@ -384,6 +469,8 @@ def _workers(instance: InstanceFacts, now: datetime) -> Check:
             f"{folder}: {record.state}{ended} since {record.since}{memory}; newest result {age(newest, now)}"
         )
     details += [f"{folder}: newest result {age(at, now)}" for folder, at in sorted(folders.items())]
+    if not results.listed_all:
+        details.append("(the bucket's listing stopped after 20,000 objects: a newer result may exist)")
     if not records:
         return Check("workers", Status.OK, "no record", tuple(details))
     counts: dict[str, int] = {}

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, IncompleteReadError, ReadTimeoutError
 from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError
@@ -36,6 +35,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from healthcheck.pull.dest import part_name
 from healthcheck.pull.plan import Download, LocalFile
+from healthcheck.threads import DaemonThreads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -84,62 +84,6 @@ def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-class DaemonThreads(BaseExecutor):
-    """A thread pool, with the interface concurrent.futures and s3transfer expect, whose threads never keep the
-    process alive. ThreadPoolExecutor's threads are joined when the interpreter exits, so one read stalled on a
-    dead link would hold a Ctrl-C'd pull for its whole timeout (60 s, times botocore's attempts)."""
-
-    def __init__(self, max_workers: int | None = None, name: str = "pull") -> None:
-        self._max_workers = max_workers or 1
-        self._name = name
-        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None]
-        self._work = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = threading.Semaphore(0)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("cannot submit to a pool that was shut down")
-            self._work.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
-                thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
-        return future
-
-    def _serve(self) -> None:
-        while (job := self._work.get()) is not None:
-            future, fn, args, kwargs = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as error:  # noqa: BLE001 (result() raises it in the caller, as ThreadPoolExecutor's)
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
-            del job, future, fn, args, kwargs
-            self._idle.release()
-        self._work.put(None)  # pass the stop on to the next thread
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            self._closed = True
-            if cancel_futures:
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        job = self._work.get_nowait()
-                        if job is not None:
-                            job[0].cancel()
-            self._work.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
 class _KnownObject(BaseSubscriber):
     """Gives the transfer manager the listed size and ETag (no HEAD request; ranged GETs pinned to that ETag)
     and reports bytes as they arrive, taking them back when an attempt fails."""
@@ -182,9 +126,9 @@ class Fetcher:
         threads are daemons, blocked perhaps on a dead link) and removes its
         `.part` files.
         """
-        jobs = DaemonThreads(self._parallel)
+        jobs = DaemonThreads(self._parallel, name="pull")
         config = TransferConfig(max_request_concurrency=self._parallel)
-        manager = TransferManager(self._client, config, executor_cls=DaemonThreads)
+        manager = TransferManager(self._client, config, executor_cls=cast(type[BaseExecutor], DaemonThreads))
         try:
             pending = {jobs.submit(self._fetch_one, manager, item) for item in downloads}
             while pending:

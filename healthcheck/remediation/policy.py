@@ -165,7 +165,7 @@ def decode_history(tag_value: str | None) -> tuple[Entry, ...]:
         action, _, fingerprint = rest.partition(":")
         try:
             entries.append(Entry(datetime.fromtimestamp(int(epoch), timezone.utc), Action(action), fingerprint))
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # not a number, not an action, or a time no clock can hold
             continue
     return tuple(entries)
 

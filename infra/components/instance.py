@@ -64,11 +64,6 @@ class Size:
     data_volume_gib: int
 
 
-def association_name(name: str, stack: str) -> str:
-    """The bundle association's name: the stack's name in it tells State Manager's list which stack it is for."""
-    return f"{name}-bundle-{stack}"[:128]
-
-
 class TrainingInstance(pulumi.ComponentResource):
     """One instance: its role, its data volume, the instance, the bundle's association and its permissions."""
 
@@ -205,7 +200,7 @@ class TrainingInstance(pulumi.ComponentResource):
         """Applies each new bundle version to the running instance; its parameters name the version."""
         aws.ssm.Association(
             f"{self._name}-bundle-association",
-            association_name=association_name(self._name, placement.stack),
+            association_name=contract.bundle_association_name(self._name, placement.stack),
             name="AWS-RunShellScript",
             targets=[{"key": "InstanceIds", "values": [instance.id]}],
             # Sized to the worst case (infra.bundle): a run that State Manager cuts short is never retried.

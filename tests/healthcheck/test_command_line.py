@@ -131,7 +131,7 @@ def test_output_to_a_full_disk_is_one_line_and_exit_3(argv: list[str]) -> None:
         ["drill", "--bogus"],
         ["probe", "--time=3", "-Z"],
     ],
-    ids=lambda argv: " ".join(argv),
+    ids=" ".join,
 )
 def test_an_unknown_option_is_named_even_when_a_positional_is_missing(
     argv: list[str], run_cli: Callable[..., Run]

@@ -46,3 +46,19 @@ def test_a_pulumi_that_hangs_is_cut_off_and_says_what_to_pass_instead(
 
     with pytest.raises(UsageError, match=r"did not answer in 0\.5 s: pass --bucket"):
         stack_outputs(instead="pass --bucket", timeout=0.5)
+
+
+def test_a_named_stack_is_asked_for_and_a_hang_then_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_pulumi(tmp_path, 'echo "$@" > "${0%/*}/asked"; exec /bin/sleep 30', monkeypatch)
+
+    assert stack_outputs(instead=None, stack="dev", timeout=0.5) is None
+    assert (tmp_path / "asked").read_text().split() == [
+        "stack",
+        "output",
+        "--json",
+        "--non-interactive",
+        "--stack",
+        "dev",
+    ]

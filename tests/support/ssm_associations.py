@@ -1,8 +1,9 @@
 """What moto leaves out of Systems Manager: State Manager's association status.
 
 While `state_manager()` is active, moto's server (in this process) answers DescribeInstanceAssociationsStatus
-and DescribeAssociation from a table the test fills: each instance's newest association run, with the
-command that fetches and applies a bundle version, as the stack's association carries it.
+and DescribeAssociation from a table the test fills: each instance's association runs, each with its
+association's name and the command that fetches and applies a bundle version, as the stack's association
+carries it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 from infra.bundle import fetch_and_apply
 
 
+@dataclass(frozen=True)
+class Run:
+    association_id: str
+    name: str
+    status: str
+    bundle_version: str
+
+
 @dataclass
 class StateManager:
-    """Each instance's newest association run: (association id, status, bundle version)."""
+    """Each instance's association runs."""
 
-    runs: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    runs: dict[str, list[Run]] = field(default_factory=dict)
 
-    def applied(self, instance_id: str, version: str, status: str = "Success") -> None:
-        self.runs[instance_id] = (f"assoc-{instance_id}", status, version)
+    def applied(self, instance_id: str, name: str, version: str, status: str = "Success") -> None:
+        runs = self.runs.setdefault(instance_id, [])
+        runs.append(Run(f"assoc-{instance_id}-{len(runs)}", name, status, version))
 
 
 @contextmanager
@@ -33,25 +43,23 @@ def state_manager() -> Iterator[StateManager]:
     manager = StateManager()
 
     def describe_instance_associations_status(response: SimpleSystemManagerResponse) -> ActionResult:
-        run = manager.runs.get(response._get_param("InstanceId"))
-        infos = []
-        if run is not None:
-            association_id, status, _ = run
-            at = datetime.now(timezone.utc)
-            infos.append({"AssociationId": association_id, "Status": status, "ExecutionDate": at})
+        at = datetime.now(timezone.utc)
+        infos = [
+            {
+                "AssociationId": run.association_id,
+                "AssociationName": run.name,
+                "Status": run.status,
+                "ExecutionDate": at,
+            }
+            for run in manager.runs.get(response._get_param("InstanceId"), [])
+        ]
         return ActionResult({"InstanceAssociationStatusInfos": infos})
 
     def describe_association(response: SimpleSystemManagerResponse) -> ActionResult:
         wanted = response._get_param("AssociationId")
-        version = next(version for association_id, _, version in manager.runs.values() if association_id == wanted)
-        return ActionResult(
-            {
-                "AssociationDescription": {
-                    "AssociationId": wanted,
-                    "Parameters": {"commands": [fetch_and_apply(version)]},
-                }
-            }
-        )
+        run = next(run for runs in manager.runs.values() for run in runs if run.association_id == wanted)
+        commands = [fetch_and_apply(run.bundle_version)]
+        return ActionResult({"AssociationDescription": {"AssociationId": wanted, "Parameters": {"commands": commands}}})
 
     added = {
         "describe_instance_associations_status": describe_instance_associations_status,

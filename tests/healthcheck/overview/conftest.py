@@ -97,6 +97,11 @@ class Deployed:
             self.set_alarm(instance_id, spec.key, "INSUFFICIENT_DATA")  # where AWS starts a new alarm; moto: OK
         return instance_id
 
+    def applied(self, instance_id: str, version: str, status: str = "Success") -> None:
+        """State Manager ran the stack's bundle association on the instance."""
+        name = contract.bundle_association_name(f"trainguard-{self.instances.index(instance_id)}", STACK)
+        self.state_manager.applied(instance_id, name, version, status)
+
     def alarm_names(self, instance_id: str) -> list[str]:
         prefix = contract.instance_alarm_name(STACK, instance_id, "")
         pages = self.cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix)

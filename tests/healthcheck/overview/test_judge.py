@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from healthcheck import contract
-from healthcheck.overview.facts import Alarm, Association, InstanceFacts, StackFacts, Subscription
-from healthcheck.overview.judge import Report, age, judge
+from healthcheck.overview.facts import ALARMS, METRICS, Alarm, Association, InstanceFacts, StackFacts, Subscription
+from healthcheck.overview.judge import Check, Report, age, judge
 from healthcheck.probe.stages import BannerCheck
 from healthcheck.probe.verdict import Verdict
 from healthcheck.remediation.policy import Action, Entry, encode_history
@@ -94,10 +94,59 @@ def test_a_silent_port_the_canary_cannot_hear_either_is_hung_with_the_auto_reboo
     assert "in ALARM since 09:59:10 UTC, so the auto-reboot function is acting on it" in details[0]
 
 
-def test_a_silent_port_with_no_canary_sample_stays_hung_as_the_probe_says() -> None:
-    level, summary, _ = ssh(report(instance(banner=SILENT, canary_latest=None)))
+@pytest.mark.parametrize(
+    ("canary", "unavailable", "said"),
+    [
+        (None, {}, "it has no sample of it in 30 minutes"),
+        ((NOW - timedelta(minutes=12), 1.0), {}, "its newest sample is 12 min ago"),
+        (None, {METRICS: "ClientError: throttled"}, "its samples could not be read (ClientError: throttled)"),
+    ],
+)
+def test_a_silent_port_nothing_confirms_frozen_is_a_warning_that_advises_no_reboot(
+    canary: tuple[datetime, float] | None, unavailable: dict[str, str], said: str
+) -> None:
+    level, summary, details = ssh(report(instance(banner=SILENT, canary_latest=canary), unavailable=unavailable))
 
-    assert (level, summary) == (Status.CRITICAL, "HUNG")
+    assert (level, summary) == (Status.WARNING, "silent")
+    assert said in details[0] and "cannot tell a frozen sshd from a security group" in details[0]
+    assert "reboot" not in " ".join(details)
+
+
+def test_a_private_address_silent_from_here_while_the_canary_hears_sshd_blames_the_laptops_network() -> None:
+    private = instance(banner=SILENT, public_ip=None)
+
+    level, summary, details = ssh(report(private))
+
+    assert (level, summary) == (Status.WARNING, "silent (private)")
+    assert "this laptop does not reach the VPC" in details[0] and "sshAllowedCidrs" not in details[0]
+
+
+def test_facts_that_could_not_be_read_are_said_and_are_no_warnings() -> None:
+    found = report(
+        instance(alarms=()), topic_arn=None, subscriptions=None, unavailable={ALARMS: "ClientError: AccessDenied"}
+    )
+
+    assert found.level is Status.OK
+    said = {check.topic: (check.summary, check.details) for check in found.stack_checks}
+    assert said["email"][0] == said["alarms"][0] == "could not check"
+    assert said["alarms"][1] == ("could not check alarms: ClientError: AccessDenied",)
+    assert found.instances[0].check("alarms") == Check(
+        "alarms", Status.OK, "could not check", ("could not check alarms: ClientError: AccessDenied",)
+    )
+
+
+def test_ids_the_outputs_name_that_ec2_no_longer_knows_are_a_warning() -> None:
+    found = report(instance(), missing=("i-0fedcba9876543210",))
+
+    assert found.level is Status.WARNING
+    assert "i-0fedcba9876543210, which EC2 no longer knows" in found.stack_checks[0].details[0]
+
+
+@pytest.mark.parametrize("state", ["terminated", "shutting-down"])
+def test_an_instance_going_or_gone_is_a_warning(state: str) -> None:
+    ec2 = report(instance(state=state, banner=None)).instances[0].check("ec2")
+
+    assert ec2 is not None and (ec2.level, ec2.summary) == (Status.WARNING, state)
 
 
 def test_a_stopped_instance_is_a_warning_whose_silent_alarms_are_no_news() -> None:
@@ -115,6 +164,8 @@ def test_a_stopped_instance_is_a_warning_whose_silent_alarms_are_no_news() -> No
         ("ec2", Status.WARNING)
     ]
     assert found.check("ssh") is None and found.check("canary") is None
+    alarms = found.check("alarms")
+    assert alarms is not None and alarms.summary == "1 no data (stopped), 0 OK"
     ec2 = found.check("ec2")
     assert ec2 is not None and f"aws ec2 start-instances --instance-ids {IID} --region eu-west-1" in ec2.details[0]
 
@@ -128,6 +179,20 @@ def test_a_spent_reboot_budget_says_a_person_is_needed() -> None:
     assert reboots is not None and (reboots.level, reboots.summary) == (Status.WARNING, "3/3 spent")
     assert "a person is needed" in reboots.details[0]
     assert reboots.details[1] == "the last remediation: reboot 60 min ago"
+
+
+def test_the_last_remediation_is_a_reboot_or_a_stop_and_a_give_up_is_said_apart() -> None:
+    history = (
+        Entry(NOW - timedelta(hours=2), Action.REBOOT, "f"),
+        Entry(NOW - timedelta(hours=1), Action.GAVE_UP, "f"),
+    )
+
+    reboots = report(instance(tags={contract.HISTORY_TAG_KEY: encode_history(history)})).instances[0].check("reboots")
+
+    assert reboots is not None and reboots.details == (
+        "the last remediation: reboot 2 h ago",
+        "the auto-reboot function last gave up 60 min ago (its budget was spent)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,7 +216,7 @@ def test_no_instance_found_is_unknown_and_says_which_tag_was_looked_for() -> Non
     assert "no instance tagged trainguard:stack=dev in eu-west-1" in found.stack_checks[0].details[0]
 
 
-def test_a_firing_stack_alarm_is_a_warning() -> None:
+def test_the_canary_function_failing_is_a_warning_as_an_alarm_without_data_is() -> None:
     canary_errors = Alarm(
         "trainguard-dev-ssh-canary-errors", "ssh-canary-errors", "ALARM", NOW, "1 error", "AWS/Lambda/Errors"
     )

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +24,7 @@ from healthcheck.probe.sandbox import ThrowawaySshd
 from tests.conftest import Run
 from tests.healthcheck.overview.conftest import EMAIL, REGION, STACK, Deployed
 
+REPO = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((Path(__file__).resolve().parents[3] / "schemas" / "status.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
@@ -176,7 +181,7 @@ def test_without_a_stack_name_or_pulumi_it_asks_which_stack(
     assert ran.stderr.count("\n") == 1
 
 
-def test_twenty_instances_take_seconds_and_one_metrics_call(
+def test_twenty_instances_take_seconds_and_two_metrics_calls(
     deployed: Deployed,
     sshd_on: Callable[..., ThrowawaySshd],
     run_cli: Callable[..., Run],
@@ -203,7 +208,7 @@ def test_twenty_instances_take_seconds_and_one_metrics_call(
         check for instance in ran.json["instances"] for check in instance["checks"] if check["level"] != "OK"
     ]
     assert len(ran.json["instances"]) == 20
-    assert len(metric_calls) == 1  # 60 queries, one call
+    assert len(metric_calls) == 2  # the last 30 minutes' 40 queries, and the kills' 20 over 6 hours
     assert took < 10, f"{took:.1f} s"
 
 
@@ -221,12 +226,39 @@ def test_watch_prints_one_json_line_a_round(
         VALIDATOR.validate(json.loads(line))
 
 
-def test_an_unreadable_workers_record_is_said_not_raised(
+def test_workers_records_of_the_wrong_shape_are_left_out_not_raised(
     deployed: Deployed, sshd_on: Callable[..., ThrowawaySshd], run_cli: Callable[..., Run]
 ) -> None:
     sshd_on("127.0.0.21")
     instance_id = deployed.launch("127.0.0.21")
-    deployed.watched(instance_id, workers=[{"worker": "zero"}, 7, {"state": "running"}])
+    good = {"worker": 1, "unit": "trainguard-worker-1.service", "state": "exited", "since": "2026-12-07T09:00:00Z"}
+    wrong = [
+        {**good, "worker": "zero"},
+        {**good, "results_prefix": 5},
+        {**good, "state": 7},
+        {**good, "memory_peak_bytes": "lots"},
+        {**good, "since": {"a": 1}},
+        {**good, "worker": True},
+        {"state": "running"},
+        7,
+    ]
+    deployed.watched(instance_id, workers=[*wrong, good])
+
+    ran = status(run_cli, "--json")
+
+    assert ran.code == 0, ran.stdout
+    VALIDATOR.validate(ran.json)
+    workers = checks(ran.json["instances"][0])["workers"]
+    assert workers["summary"] == "1 exited"
+    assert [worker["worker"] for worker in ran.json["instances"][0]["workers"]] == [1]
+
+
+def test_a_workers_record_that_is_no_json_is_said_not_raised(
+    deployed: Deployed, sshd_on: Callable[..., ThrowawaySshd], run_cli: Callable[..., Run]
+) -> None:
+    sshd_on("127.0.0.21")
+    instance_id = deployed.launch("127.0.0.21")
+    deployed.watched(instance_id)
     deployed.s3.put_object(Bucket=deployed.bucket, Key=f"{instance_id}/{contract.WORKERS_STATE_NAME}", Body=b"\x00[{")
 
     ran = status(run_cli, "--json")
@@ -234,3 +266,132 @@ def test_an_unreadable_workers_record_is_said_not_raised(
     assert ran.code == 0
     workers = checks(ran.json["instances"][0])["workers"]
     assert (workers["summary"], workers["details"]) == ("no record", ["worker-0: newest result 2 min ago"])
+
+
+def test_another_stack_whose_name_starts_alike_lends_it_nothing(
+    deployed: Deployed, sshd_on: Callable[..., ThrowawaySshd], run_cli: Callable[..., Run]
+) -> None:
+    """trainguard-dev-2-... alarms also start with trainguard-dev-: their topic is not dev's."""
+    sshd_on("127.0.0.21")
+    other_topic = deployed.sns.create_topic(Name="trainguard-dev-2-alerts")["TopicArn"]
+    deployed.sns.subscribe(TopicArn=other_topic, Protocol="email", Endpoint="someone-else@example.com")
+    other = deployed.ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)["Instances"][0]
+    deployed.cloudwatch.put_metric_alarm(
+        AlarmName=contract.instance_alarm_name("dev-2", other["InstanceId"], contract.SSH_ALARM_KEY),
+        Namespace=contract.CANARY_NAMESPACE,
+        MetricName=contract.SSH_RESPONSIVE_METRIC,
+        Statistic="Minimum",
+        Period=10,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="LessThanThreshold",
+        AlarmActions=[other_topic],
+    )
+    deployed.watched(deployed.launch("127.0.0.21"))
+
+    ran = status(run_cli, "--json")
+
+    email = next(check for check in ran.json["stack_checks"] if check["topic"] == "email")
+    assert "someone-else@example.com" not in email["summary"] and EMAIL in email["summary"]
+
+
+def test_the_stacks_outputs_name_its_pieces_and_region_and_an_id_ec2_lost_is_a_warning(
+    deployed: Deployed,
+    sshd_on: Callable[..., ThrowawaySshd],
+    run_cli: Callable[..., Run],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sshd_on("127.0.0.21")
+    instance_id = deployed.launch("127.0.0.21")
+    deployed.watched(instance_id)
+    outputs = {
+        "stack": STACK,
+        "region": REGION,
+        "instance_ids": [instance_id, "i-0fedcba9876543210"],
+        "bucket_name": deployed.bucket,
+        "topic_arn": deployed.topic_arn,
+        "auto_reboot_function_name": deployed.function_arn.rsplit(":", 1)[-1],
+        "bundle_version": "0123456789abcdef",
+    }
+    (tmp_path / "pulumi").write_text(f"#!/bin/sh\necho '{json.dumps(outputs)}'\n")
+    (tmp_path / "pulumi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")  # the stack's region wins over the environment's
+    deployed.applied(instance_id, "fedcba9876543210")
+
+    ran = run_cli("status", "--json")
+
+    assert ran.code == 1, ran.stdout
+    assert ran.json["region"] == REGION
+    (gone,) = [check for check in ran.json["stack_checks"] if check["topic"] == "instances"]
+    assert "i-0fedcba9876543210, which EC2 no longer knows" in gone["details"][0]
+    bundle = checks(ran.json["instances"][0])["bundle"]
+    assert (bundle["level"], bundle["summary"]) == ("WARNING", "fedcba9876543210 (stack: 0123456789abcdef)")
+
+
+def test_another_tools_association_on_the_instance_is_not_the_bundles(
+    deployed: Deployed, sshd_on: Callable[..., ThrowawaySshd], run_cli: Callable[..., Run]
+) -> None:
+    sshd_on("127.0.0.21")
+    instance_id = deployed.launch("127.0.0.21")
+    deployed.watched(instance_id)
+    deployed.applied(instance_id, "0123456789abcdef")
+    deployed.state_manager.applied(instance_id, "patch-baseline", "ffffffffffffffff", "Failed")
+
+    ran = status(run_cli, "--json")
+
+    bundle = checks(ran.json["instances"][0])["bundle"]
+    assert (bundle["level"], bundle["summary"]) == ("OK", "0123456789abcdef Success")
+
+
+def test_an_endpoint_that_answers_html_is_one_line_not_a_traceback(
+    deployed: Deployed, line_server: Callable[..., Any], run_cli: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = b"<html><body>502 Bad Gateway</body></html>"
+
+    def proxy_error(conn: socket.socket, number: int) -> None:
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nConnection: close\r\n"
+            + f"Content-Length: {len(page)}\r\n\r\n".encode()
+            + page
+        )
+
+    proxy = line_server(proxy_error)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+
+    ran = status(run_cli)
+
+    assert ran.code == 3
+    assert ran.stderr.startswith("trainguard: error: could not list the instances of stack dev in eu-west-1: ")
+    assert ran.stderr.count("\n") == 1
+
+
+def test_ctrl_c_while_an_instances_reads_hang_ends_status_at_once(
+    deployed: Deployed, sshd_on: Callable[..., ThrowawaySshd], line_server: Callable[..., Any]
+) -> None:
+    sshd_on("127.0.0.21")
+    deployed.watched(deployed.launch("127.0.0.21"))
+    silent = line_server(lambda conn, number: time.sleep(60))  # State Manager's endpoint accepts, never answers
+    environment = os.environ | {"AWS_ENDPOINT_URL_SSM": f"http://127.0.0.1:{silent.port}"}
+    running = subprocess.Popen(
+        [sys.executable, "-m", "healthcheck", "status", "--stack", STACK],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)  # past the calls that need no thread, into the instance's own
+        assert running.poll() is None, running.communicate()
+        running.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, stderr = running.communicate(timeout=30)
+        took = time.monotonic() - interrupted
+    finally:
+        running.kill()
+
+    assert running.returncode == 130, stderr
+    assert took < 2, f"{took:.1f} s"

@@ -89,7 +89,7 @@ def test_history_round_trips_and_keeps_the_newest_eleven_remediations_within_a_t
 
     assert len(encoded) <= 256
     assert decode_history(encoded) == entries[-11:]
-    assert decode_history("junk 12:X:zz 1764417600:R:abc") == (
+    assert decode_history("junk 12:X:zz 99999999999999999999:R:f -99999999999:R:f 1764417600:R:abc") == (
         Entry(datetime.fromtimestamp(1764417600, timezone.utc), Action.REBOOT, "abc"),
     )
 
