@@ -346,10 +346,12 @@ def silent_running_instance(
     drops, and nothing needs a reboot; if it hears nothing either, sshd is frozen and the auto-reboot is on it.
     """
     where = f"{detail}; the port is silent while EC2 reports {instance_id} running with its status checks passing"
+    unconfirmed = (
+        f"(or a security group or firewall dropping port {port}: the stack's SSH canary, which would tell, has "
+        f"no recent sample of it; before rebooting, see that trainguard status shows its SSH alarm firing)"
+    )
     if canary is None:
-        return StageFailed(
-            Verdict.HUNG, f"{where}: {QUEUE_FULL} (or a security group or firewall dropping port {port})"
-        )
+        return StageFailed(Verdict.HUNG, f"{where}: {QUEUE_FULL} {unconfirmed}")
     assert canary.latest_at is not None
     age = f"{max(0, int((now - canary.latest_at).total_seconds()))}s ago"
     if canary.heard_sshd(now):
@@ -370,11 +372,7 @@ def silent_running_instance(
         return StageFailed(
             Verdict.HUNG, f"{where}, and the stack's SSH canary heard no banner either ({age}): {QUEUE_FULL}{alarm}"
         )
-    return StageFailed(
-        Verdict.HUNG,
-        f"{where}; the canary's newest sample is {age}, too old to tell: {QUEUE_FULL} (or a security group or "
-        f"firewall dropping port {port})",
-    )
+    return StageFailed(Verdict.HUNG, f"{where}; the canary's newest sample is {age}: {QUEUE_FULL} {unconfirmed}")
 
 
 def _kernel_answer(family: int, address: str, port: int, timeout: float) -> str | None:

@@ -89,6 +89,8 @@ def test_a_silent_port_on_an_instance_ec2_calls_healthy_says_the_queue_may_be_fu
     summary = run.result["summary"]
     assert "the port is silent while EC2 reports" in summary and "status checks passing" in summary
     assert "consistent with a frozen sshd whose listen queue is full" in summary
+    # No canary sample here: nothing tells a frozen sshd from a dropped address, and the summary says so.
+    assert "before rebooting, see that trainguard status shows its SSH alarm firing" in summary
 
 
 def test_aws_region_is_read_as_well_as_aws_default_region(aws, server, run_cli, monkeypatch) -> None:
