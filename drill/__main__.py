@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drill import timeline
+from drill.degrade import run_degrade
 from drill.guarded import run_guarded
 from drill.image import ImageBuildError, Recipe, ensure_image
 from drill.qemu import VmError, choose_accelerator
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=timeline.SCENARIOS,
         default=list(timeline.SCENARIOS),
         metavar="SCENARIO",
-        help="run only these scenarios: unguarded, guarded, recovery (default: all three)",
+        help="run only these scenarios: unguarded, guarded, recovery, degrade (default: all four)",
     )
     return parser
 
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "unguarded": lambda: run_unguarded(image, accelerator, plan),
             "guarded": lambda: run_guarded(image, accelerator),
             "recovery": lambda: run_recovery(image, accelerator),
+            "degrade": lambda: run_degrade(image, accelerator),
         }
         for number, (name, run) in enumerate(scenarios.items(), start=1):
             if name not in args.only:

@@ -13,6 +13,7 @@ serial console, the guard's log and its emails from moto's SNS.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import sys
@@ -46,6 +47,7 @@ SETUP_LINE = re.compile(r"^trainguard[\w-]*: .*$", re.MULTILINE)
 _STARTED = re.compile(r"^worker (\d+): started as ", re.MULTILINE)
 # journalctl -o short-monotonic: "[  123.456789] host unit[pid]: text".
 _JOURNAL = re.compile(r"^\[\s*(\d+\.\d+)\] \S+ [^:]+: (.*)$", re.MULTILINE)
+GUARD_JOURNAL = "sudo journalctl -u trainguard-guard.service -o short-monotonic --no-pager"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,12 +65,14 @@ class GuardedPlan(GuestPlan):
     memory_mib: int = 2048
 
 
-def launch_command(plan: GuardedPlan) -> str:
-    """Start `trainguard launch` as root in the background (it outlives the SSH session); it ends its log with
+def launch_command(
+    plan: GuardedPlan, command: str = f"python3 {WORKER_PATH} {{worker}} 4 350", options: str = ""
+) -> str:
+    """Start `trainguard launch --fit` as root in the background (it outlives the SSH session); it ends its log with
     its exit status."""
     launch = (
         f"sudo trainguard launch --workers {plan.workers} --fit --canary-seconds {plan.canary_s:g}"
-        f" --stagger {plan.stagger_s:g} -- python3 {WORKER_PATH} {{worker}} 4 350"
+        f" --stagger {plan.stagger_s:g}{options} -- {command}"
     )
     return f"nohup sh -c '{launch}; echo \"{LAUNCH_DONE} $?\"' >{LAUNCH_LOG} 2>&1 </dev/null & echo started"
 
@@ -77,9 +81,38 @@ def workers_started(launch_log: str) -> int:
     return len(set(_STARTED.findall(launch_log)))
 
 
+def worker_records(text: str) -> dict[int, dict[str, object]]:
+    """The guard's trainguard-workers.json (its records by worker index); {} when it is not there or not one."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return {}
+    workers = document.get("workers") if isinstance(document, dict) else None
+    return {
+        item["worker"]: item for item in workers or [] if isinstance(item, dict) and isinstance(item.get("worker"), int)
+    }
+
+
+def finished(records: dict[int, dict[str, object]]) -> int:
+    """Workers that ran to their end: exited with status 0."""
+    return sum(1 for record in records.values() if record.get("state") == "exited" and record.get("exit_status") == 0)
+
+
+def killed(records: dict[int, dict[str, object]]) -> int:
+    return sum(1 for record in records.values() if record.get("state") in ("oom_killed", "killed"))
+
+
 def journal_events(journal: str, marker: str) -> list[tuple[float, str]]:
     """(guest uptime, text) for each journal line whose text starts with `marker`."""
     return [(float(at), text) for at, text in _JOURNAL.findall(journal) if text.startswith(marker)]
+
+
+def guard_events(journal: str) -> list[tuple[float, str]]:
+    """The guard's own log lines, as timeline events."""
+    return [
+        (at, f"guard: {text.removeprefix('trainguard-guard: ')}")
+        for at, text in journal_events(journal, "trainguard-guard:")
+    ]
 
 
 def run_guarded(
@@ -106,8 +139,8 @@ def run_guarded(
                 note(0.0, f"the stack's bundle {bundle.version} ({bundle.size} bytes) is in moto's S3 at {bundle.key}")
                 with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
                     shell = booted_shell(keys, vm, plan, note)
-                    _check_setup(shell, vm.elapsed, note)
-                    pushed = _push_before_pressure(shell, aws, vm.elapsed, note)
+                    check_setup(shell, vm.elapsed, note)
+                    pushed = push_before_pressure(shell, aws, vm.elapsed, note)
                     started = shell.run(launch_command(plan))
                     launch_at = vm.elapsed()
                     if started.returncode != 0:
@@ -116,7 +149,8 @@ def run_guarded(
                     launch_log = _watch(vm, shell, launch_at, plan, note)
                     samples = list(sampler.samples)
                 emails = aws.emails(wait_s=plan.email_wait_s, until_first=True)
-                guard = shell.run("sudo journalctl -u trainguard-guard.service -o short-monotonic --no-pager", 60)
+                guard = shell.run(GUARD_JOURNAL, 60)
+                records = worker_records(shell.run(f"cat {contract.WORKERS_STATE_FILE}", 30).stdout)
                 still_there = aws.object(f"{INSTANCE_ID}/{BEFORE_PRESSURE}")
                 console = vm.console_text()
     except ScenarioFailed as failed:
@@ -125,7 +159,9 @@ def run_guarded(
         remove_run_dir(run_dir / "vm", keep=("console.log",))
         remove_run_dir(run_dir, keep=("vm",))
     shutil.rmtree(run_dir)
-    evidence = _Evidence(launch_at, launch_log, guard.stdout, emails, pushed is not None and still_there == pushed)
+    evidence = _Evidence(
+        launch_at, launch_log, guard.stdout, emails, pushed is not None and still_there == pushed, records
+    )
     return _guarded_outcome(evidence, samples, console, events, accelerator)
 
 
@@ -136,6 +172,7 @@ class _Evidence:
     guard_journal: str
     emails: list[tuple[str, str]]
     results_intact: bool
+    records: dict[int, dict[str, object]]
 
 
 def _guarded_outcome(
@@ -146,8 +183,7 @@ def _guarded_outcome(
     accelerator: Accelerator,
 ) -> Outcome:
     end = samples[-1].at_s if samples else evidence.launch_at
-    for at, text in journal_events(evidence.guard_journal, "trainguard-guard:"):
-        events.append((at, f"guard: {text.removeprefix('trainguard-guard: ')}"))
+    events.extend(guard_events(evidence.guard_journal))
     for subject, _ in evidence.emails:
         events.append((end, f"moto's SNS received the guard's email: {subject}"))
     if not evidence.emails:
@@ -162,13 +198,14 @@ def _guarded_outcome(
         freeze=timeline.freeze_seconds(samples, after_s=evidence.launch_at),
         worst_banner=timeline.worst_banner_latency_s(samples, after_s=evidence.launch_at),
         workers_started=workers_started(evidence.launch_log),
+        workers_finished=finished(evidence.records),
         workers_killed=sum(1 for kill in kills if kill.worker),
         results_intact=evidence.results_intact,
     )
     return Outcome(summary, sorted(events), samples, [], kills, console, accelerator.description)
 
 
-def _check_setup(shell: GuestShell, elapsed: Callable[[], float], note: Callable[[float, str], None]) -> None:
+def check_setup(shell: GuestShell, elapsed: Callable[[], float], note: Callable[[float, str], None]) -> None:
     """What trainguard-apply said (its skips included), and that what it starts is running."""
     output = shell.run("sudo cat /var/log/cloud-init-output.log", timeout=60)
     for line in SETUP_LINE.findall(output.stdout):
@@ -183,7 +220,7 @@ def _check_setup(shell: GuestShell, elapsed: Callable[[], float], note: Callable
     note(elapsed(), f"setup: trainguard-training.slice MemoryMax={states[-1]}")
 
 
-def _push_before_pressure(
+def push_before_pressure(
     shell: GuestShell, aws: LocalAws, elapsed: Callable[[], float], note: Callable[[float, str], None]
 ) -> bytes | None:
     """Write a result, run the push as its timer would, and read it back from moto's S3.

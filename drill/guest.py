@@ -87,9 +87,16 @@ def worker_start_command(count: int, step_mib: int = 4, limit_mib: int = 350) ->
 
 
 class GuestShell:
-    """Commands in the guest over SSH, each bounded by a timeout."""
+    """Commands in the guest over SSH, each bounded by a timeout.
 
-    def __init__(self, keys: Keys, port: int) -> None:
+    Each command is a login of its own, unless `multiplexed`: then the commands share one connection (OpenSSH's
+    ControlMaster), as a person's open session would, and a look every few seconds costs the guest no new key
+    exchange, which under emulation takes sshd a second of CPU; close() ends that connection.
+    """
+
+    def __init__(self, keys: Keys, port: int, multiplexed: bool = False) -> None:
+        self._control = keys.login.parent / f"control-{port}" if multiplexed else None
+        sharing = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}", "-o", "ControlPersist=yes"]
         self._base = [
             "ssh",
             "-F",
@@ -110,8 +117,16 @@ class GuestShell:
             "ConnectTimeout=10",
             "-o",
             "LogLevel=ERROR",
+            *(sharing if self._control else []),
             f"{USER}@127.0.0.1",
         ]
+
+    def close(self) -> None:
+        """End the shared connection, if there is one (its master process would otherwise outlive the drill)."""
+        if self._control is not None and self._control.exists():
+            subprocess.run(
+                [*self._base[:-1], "-O", "exit", self._base[-1]], capture_output=True, timeout=30, check=False
+            )
 
     def run(self, command: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         try:

@@ -96,7 +96,7 @@ class Sampler:
 
 
 class ProbeLoop:
-    """Runs `python -m healthcheck probe --no-login` back to back in a thread, recording each verdict."""
+    """Runs `trainguard probe --no-login` back to back in a thread, recording each verdict."""
 
     def __init__(
         self,
@@ -147,7 +147,7 @@ class ProbeLoop:
 
 
 def probe_answer(output: str) -> tuple[str, str]:
-    """The verdict and summary of `python -m healthcheck probe --json`'s one target; PROBE_ERROR when unreadable."""
+    """The verdict and summary of `trainguard probe --json`'s one target; PROBE_ERROR when unreadable."""
     try:
         result = json.loads(output)["results"][0]
         return str(result["verdict"]), str(result["summary"])

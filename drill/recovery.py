@@ -15,7 +15,7 @@
 - The VM boots, sshd answers, the probe logs in and says HEALTHY, and the
   results written to /data before the pressure are checked byte for byte:
   in the guest, then on the host after the guest's `trainguard-push --now`
-  (a training script's call) and `python -m healthcheck pull` from moto's S3.
+  (a training script's call) and `trainguard pull` from moto's S3.
 
 The guest is the incident's host plus the stack's `trainguard-push`, its
 settings and the drill's `aws` for moto, and no more: the stack's prevention
@@ -352,9 +352,7 @@ def _drive(
             )
             _remediate(aws, vm, sampler, settings, rule, plan, note, record)
             record.verdict, said = _probe(keys, vm.ssh_port, vm, plan, record.reboot_at)
-            note(
-                vm.elapsed(), f"`python -m healthcheck probe` (logging in, host key checked): {record.verdict}: {said}"
-            )
+            note(vm.elapsed(), f"`trainguard probe` (logging in, host key checked): {record.verdict}: {said}")
             check = shell.run(f"sha256sum {RESULTS}", timeout=60)
             record.intact = bool(digest) and check.returncode == 0 and check.stdout.split()[:1] == [digest]
             note(vm.elapsed(), f"results on /data after the reboot: {'intact' if record.intact else 'NOT intact'}")
@@ -385,14 +383,14 @@ def _push_and_pull(
             command, env=aws.environment(), capture_output=True, text=True, timeout=PULL_TIMEOUT_S, check=False
         )
     except subprocess.TimeoutExpired:
-        note(elapsed(), f"`python -m healthcheck pull` did not finish within {PULL_TIMEOUT_S:.0f}s")
+        note(elapsed(), f"`trainguard pull` did not finish within {PULL_TIMEOUT_S:.0f}s")
         return False
     copy = dest / instance_id / Path(RESULTS).relative_to(contract.RESULTS_DIR)
     same = pulled.returncode == 0 and copy.is_file() and hashlib.sha256(copy.read_bytes()).hexdigest() == digest
     said = (pulled.stdout.strip().splitlines() or [pulled.stderr.strip()])[-1]
     note(
         elapsed(),
-        f"`python -m healthcheck pull` on the host ({said}): {copy.name} "
+        f"`trainguard pull` on the host ({said}): {copy.name} "
         + ("has the sha256 it had before the freeze" if same else "is MISSING or DIFFERENT"),
     )
     return same
@@ -464,6 +462,7 @@ def _recovery_outcome(
         "recovery",
         freeze=timeline.freeze_seconds(before_reset),
         workers_started=record.workers,
+        workers_finished=0,  # the incident's workers run until something kills them
         workers_killed=sum(1 for kill in kills if kill.worker),
         detect=round(detect, 1),
         reboot_call=round(reboot_call, 1),
@@ -508,7 +507,7 @@ def _wait_for_banner(vm: Vm, sampler: Sampler, since: float, plan: RecoveryPlan)
 
 
 def _probe(keys: Keys, port: int, vm: Vm, plan: RecoveryPlan, since: float) -> tuple[str, str]:
-    """`python -m healthcheck probe` with login, host key checked strictly, until it logs in or time is up:
+    """`trainguard probe` with login, host key checked strictly, until it logs in or time is up:
     (verdict, summary)."""
     command = [
         sys.executable,

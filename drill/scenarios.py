@@ -1,4 +1,5 @@
-"""The drill's scenario 1 (unguarded) and what every scenario shares; scenario 2 is in guarded.py, 3 in recovery.py.
+"""The drill's scenario 1 (unguarded) and what every scenario shares; scenario 2 is in guarded.py, 3 in recovery.py,
+4 in degrade.py.
 
 Each scenario boots a fresh VM (a new overlay over the cached image), observes
 it from the host, and returns its summary object and readable timeline.
@@ -74,7 +75,9 @@ class GuestPlan:
     """What every scenario's guest is: its size, how long it may take to boot, and how many workers it gets."""
 
     workers: int = 4
-    boot_s: float = 600.0
+    # Until cloud-init has finished: about 200 s on an idle 2-core host under TCG; once over 600 s while other tests
+    # loaded it.
+    boot_s: float = 900.0
     memory_mib: int = 1024
     cpus: int = 2
 
@@ -107,6 +110,8 @@ class Outcome:
     kills: list[timeline.Kill] = field(default_factory=list)
     console: str = ""
     accelerator: str = ""
+    # More evidence, written beside the rest: a relative path under the scenario's folder -> its text.
+    files: dict[str, str] = field(default_factory=dict)
 
 
 class ScenarioFailed(RuntimeError):
@@ -172,7 +177,7 @@ def _watch(
         if not said_hung and any(run.verdict == "HUNG" for run in probes.runs):
             said_hung = True
             first = next(run for run in probes.runs if run.verdict == "HUNG")
-            note(first.finished_s, "`python -m healthcheck probe --no-login` says HUNG")
+            note(first.finished_s, "`trainguard probe --no-login` says HUNG")
         windows = [w for w in timeline.freeze_windows(list(sampler.samples)) if w.start_s >= pressure_at]
         current = windows[-1] if windows and windows[-1].open_at_end else None
         if said_hung and current is not None and current.seconds >= plan.freeze_goal_s:
@@ -231,6 +236,7 @@ def _unguarded_outcome(
         hung=timeline.time_to_hung_s(probe_runs, pressure_at),
         worst_banner=timeline.worst_banner_latency_s(samples, after_s=pressure_at),
         workers_started=workers_started,
+        workers_finished=0,  # the incident's workers run until something kills them
         workers_killed=sum(1 for kill in kills if kill.worker),
     )
     return Outcome(summary, events, samples, probe_runs, kills, console, accelerator.description)
@@ -251,6 +257,10 @@ def write_results(folder: Path, outcomes: dict[str, Outcome]) -> Path:
             "kills": [asdict(kill) for kill in outcome.kills],
         }
         (scenario_dir / "evidence.json").write_text(json.dumps(evidence, indent=1) + "\n")
+        for relative, text in outcome.files.items():
+            path = scenario_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
     path = folder / "summary.json"
     path.write_text(json.dumps([outcome.summary for outcome in outcomes.values()], indent=2) + "\n")
     return path

@@ -12,18 +12,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SCENARIOS = ("unguarded", "guarded", "recovery")
+SCENARIOS = ("unguarded", "guarded", "recovery", "degrade")
 SUMMARY_KEYS = (
     "scenario",
     "freeze_seconds",
     "time_to_hung_s",
     "worst_banner_latency_s",
     "workers_started",
+    "workers_finished",
     "workers_killed",
     "detect_s",
     "reboot_call_s",
     "recover_s",
     "results_intact",
+    "batch_sizes",
 )
 # The drill names its workers' processes so (comm, at most 15 characters), and
 # the kernel's "Killed process" lines name them.
@@ -49,7 +51,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class ProbeRun:
-    """One run of `python -m healthcheck probe --no-login`."""
+    """One run of `trainguard probe --no-login`."""
 
     started_s: float
     finished_s: float
@@ -185,13 +187,18 @@ def summary(
     hung: float | None = None,
     worst_banner: float | None = None,
     workers_started: int | None = None,
+    workers_finished: int | None = None,
     workers_killed: int | None = None,
     detect: float | None = None,
     reboot_call: float | None = None,
     recover: float | None = None,
     results_intact: bool | None = None,
+    batch_sizes: dict[str, list[int]] | None = None,
 ) -> dict[str, object]:
-    """One scenario's object in drill-results/summary.json; None (null) where a figure does not apply."""
+    """One scenario's object in drill-results/summary.json; None (null) where a figure does not apply.
+
+    batch_sizes: each worker's sizes in the order it used them, by worker index (a string, as JSON keys are).
+    """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
     values = (
@@ -200,18 +207,20 @@ def summary(
         hung,
         worst_banner,
         workers_started,
+        workers_finished,
         workers_killed,
         detect,
         reboot_call,
         recover,
         results_intact,
+        batch_sizes,
     )
     return dict(zip(SUMMARY_KEYS, values, strict=True))
 
 
 def render_table(rows: Sequence[dict[str, object]]) -> str:
     """The summary table printed at the end of `make drill`."""
-    widths = [max(len(key), *(len(_cell(row[key])) for row in rows)) for key in SUMMARY_KEYS]
+    widths = [max([len(key), *(len(_cell(row[key])) for row in rows)]) for key in SUMMARY_KEYS]
     lines = ["  ".join(key.ljust(width) for key, width in zip(SUMMARY_KEYS, widths, strict=True))]
     lines += [
         "  ".join(_cell(row[key]).ljust(width) for key, width in zip(SUMMARY_KEYS, widths, strict=True)) for row in rows
@@ -224,6 +233,8 @@ def _cell(value: object) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, dict):  # batch sizes by worker: "16>12>8, 16>12" in worker order
+        return ", ".join(">".join(map(str, sizes)) for _, sizes in sorted(value.items(), key=lambda item: int(item[0])))
     return str(value)
 
 

@@ -136,4 +136,28 @@ def test_the_table_shows_a_dash_for_null() -> None:
     header, row = text.splitlines()
     assert header.split()[:2] == ["scenario", "freeze_seconds"]
     assert row.split()[:3] == ["unguarded", "12.5", "-"]
-    assert row.split()[-1] == "no"
+    assert row.split()[-2:] == ["no", "-"]
+
+
+def test_the_degrade_row_has_the_workers_finished_and_each_workers_batch_sizes() -> None:
+    row = timeline.summary(
+        "degrade",
+        freeze=0.0,
+        worst_banner=0.9,
+        workers_started=4,
+        workers_finished=4,
+        workers_killed=0,
+        batch_sizes={"1": [16, 12, 9], "0": [16, 12], "10": [16], "2": [16, 8, 9]},
+    )
+    table = timeline.render_table([timeline.summary("guarded", workers_finished=0), row])
+
+    assert row["workers_finished"] == 4 and list(row) == list(timeline.SUMMARY_KEYS)
+    header, guarded, degrade = table.splitlines()
+    assert "workers_finished" in header.split() and header.split()[-1] == "batch_sizes"
+    assert degrade.endswith("16>12, 16>12>9, 16>8>9, 16")  # in worker order
+    assert guarded.split()[-1] == "-"
+
+
+def test_a_table_of_no_scenario_is_its_header() -> None:
+    """Every scenario failed: the table still prints (its header), and the failures are said after it."""
+    assert timeline.render_table([]).split() == list(timeline.SUMMARY_KEYS)
