@@ -434,7 +434,8 @@ class Remediator:
         period (and CLAIM_HELD_AT_LEAST) whose holder never recorded its act
         is stepped over. Having won, it reads the history again: a winner that
         recorded and released its claim between this reader's two looks makes
-        the name free again, and the moved history says so. If Parameter Store
+        the name free again, and the moved history says so; a claim released
+        between PutParameter and GetParameter is judged by the history too. If Parameter Store
         cannot be reached, the sequence goes ahead on the history tag alone,
         and says so: a hung instance left hung is worse than a rare double.
         """
@@ -462,7 +463,16 @@ class Remediator:
                 except ClientError as error:
                     if aws.error_code(error) != "ParameterAlreadyExists":
                         raise
-                    held = _claim_value(self.clients.ssm.get_parameter(Name=name)["Parameter"]["Value"])
+                    try:
+                        held = _claim_value(self.clients.ssm.get_parameter(Name=name)["Parameter"]["Value"])
+                    except ClientError as gone:
+                        if aws.error_code(gone) != "ParameterNotFound":
+                            raise
+                        # Released between the two calls: its holder recorded its act (the history moved, so
+                        # this alarm's remediation is done) or gave the name up (race for it again).
+                        if self._history_moved(outcome.instance_id, facts):
+                            return False, None
+                        continue
                     if self._earlier_attempt(held, now):
                         self._note(steps, "claim", f"resumed: an earlier attempt of this invocation made {name}")
                         return True, name

@@ -63,6 +63,34 @@ def test_a_remediation_that_could_not_be_recorded_keeps_its_claim(world: World) 
     assert world.calls == {"RebootInstances": 1}
 
 
+@pytest.mark.parametrize(("recorded", "decision", "reboots"), [(True, "SKIP_CLAIMED", 0), (False, "REBOOT", 1)])
+def test_a_claim_released_between_its_two_looks_is_judged_by_the_history(
+    world: World, recorded: bool, decision: str, reboots: int
+) -> None:
+    """Alarms at once: this one loses the PutParameter race, and the claim goes before its GetParameter. Its holder
+    recorded a reboot (three alarms together): the moved history says the remediation is done, no second reboot.
+    Its holder recorded nothing (the claim was tidied away): the race starts again, and this one wins it."""
+    world.ssm.put_parameter(Name=f"{CLAIMS}/{world.instance_id}/0", Value=json.dumps({"at": 1}), Type="String")
+    released: list[bool] = []
+
+    def holder_lets_go(**_: Any) -> None:
+        if not released:
+            released.append(True)
+            if recorded:
+                entry = [{"Key": contract.HISTORY_TAG_KEY, "Value": f"{int(world.now.timestamp())}:R:0badc0de"}]
+                world.ec2.create_tags(Resources=[world.instance_id], Tags=entry)
+            world.ssm.delete_parameter(Name=f"{CLAIMS}/{world.instance_id}/0")
+
+    world.ssm.meta.events.register("before-call.ssm.GetParameter", holder_lets_go)
+    world.count("RebootInstances")
+
+    summary = handler(lambda_action(world.instance_id), None, remediator=world.remediator())
+
+    assert released
+    assert summary["handled"][0]["decision"] == decision
+    assert world.calls == ({"RebootInstances": reboots} if reboots else {})
+
+
 # --- A Lambda retry carries its own remediation on -----------------------------------------------------------
 
 
