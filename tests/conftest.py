@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,12 @@ from healthcheck.console import Console
 from healthcheck.probe.sandbox import ThrowawaySshd
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A runner that started pytest with SIGINT ignored (a background job of a shell without job control, some CI
+# agents) would hand that to every command under test, and its Ctrl-C tests would then fail for a reason that is
+# not the command's: give the commands Python's usual Ctrl-C, as a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # The fixtures that bring up a real component.
