@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -43,8 +42,8 @@ from drill.guest import SETUP_COMMANDS, GuestShell, guest_files
 from drill.image import Image
 from drill.local_aws import INSTANCE_ID, LocalAws, guest_aws_files
 from drill.observe import Sampler
-from drill.qemu import Accelerator, Vm, remove_run_dir
-from drill.scenarios import Outcome, ScenarioFailed, Watcher, booted_shell, guest_vm, start_run
+from drill.qemu import Accelerator, Vm
+from drill.scenarios import Outcome, ScenarioFailed, Watcher, booted_shell, guest_vm, kept_on_failure, start_run
 from drill.seed import GuestFile
 from healthcheck import contract
 
@@ -119,53 +118,46 @@ def run_degrade(
     """Scenario 4: the workers bend. sshd must answer throughout; no worker may be killed; all must finish."""
     run_dir, events, note = start_run("degrade", log)
     files = {**guest_files(), **guest_aws_files(), EXAMPLE_PATH: GuestFile(EXAMPLE.read_bytes(), "0644")}
-    try:
-        with LocalAws() as aws:
-            bundle = aws.publish_bundle()
-            keys, spec = guest_vm(
-                run_dir,
-                image,
-                plan=plan,
-                files=files,
-                commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {contract.RESULTS_DIR}"],
-                time_limit_s=plan.boot_s + plan.watch_s + 600,
-                stack_user_data=aws.user_data(bundle),
-                guest_forwards=(aws.forward(),),
-            )
-            with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
-                note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")
-                with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
-                    shell = booted_shell(keys, vm, plan, note)
-                    check_setup(shell, vm.elapsed, note)
-                    launch = launch_command(plan, example_command(plan), f" --batch-size {plan.batch}")
-                    started = shell.run(launch)
-                    launch_at = vm.elapsed()
-                    if started.returncode != 0:
-                        raise ScenarioFailed(f"could not start trainguard launch: {started.stderr.strip()}")
-                    note(
-                        launch_at,
-                        f"trainguard launch --workers {plan.workers} --fit --batch-size {plan.batch}"
-                        f" -- {example_command(plan)}, as root over SSH",
-                    )
-                    looks = GuestShell(keys, vm.ssh_port, multiplexed=True)
-                    try:
-                        followed = _follow(vm, looks, launch_at, plan, note)
-                    finally:
-                        looks.close()
-                    samples = list(sampler.samples)
-                # As the login user, as a training script would (root's push moves itself into system.slice).
-                pushed = shell.run("trainguard-push --now", timeout=300)
-                note(vm.elapsed(), f"results push at the end: {(pushed.stdout + pushed.stderr).strip()[-200:]}")
-                in_s3 = _from_s3(aws, followed.records)
-                guard = shell.run(GUARD_JOURNAL, 60)
-                emails = aws.emails(wait_s=1.0)
-                console = vm.console_text()
-    except ScenarioFailed as failed:
-        raise ScenarioFailed(f"{failed}; the guest's console: {run_dir / 'vm' / 'console.log'}") from None
-    finally:
-        remove_run_dir(run_dir / "vm", keep=("console.log",))
-        remove_run_dir(run_dir, keep=("vm",))
-    shutil.rmtree(run_dir)
+    with kept_on_failure(run_dir), LocalAws() as aws:
+        bundle = aws.publish_bundle()
+        keys, spec = guest_vm(
+            run_dir,
+            image,
+            plan=plan,
+            files=files,
+            commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {contract.RESULTS_DIR}"],
+            time_limit_s=plan.boot_s + plan.watch_s + 600,
+            stack_user_data=aws.user_data(bundle),
+            guest_forwards=(aws.forward(),),
+        )
+        with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
+            note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")
+            with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
+                shell = booted_shell(keys, vm, plan, note)
+                check_setup(shell, vm.elapsed, note)
+                launch = launch_command(plan, example_command(plan), f" --batch-size {plan.batch}")
+                started = shell.run(launch)
+                launch_at = vm.elapsed()
+                if started.returncode != 0:
+                    raise ScenarioFailed(f"could not start trainguard launch: {started.stderr.strip()}")
+                note(
+                    launch_at,
+                    f"trainguard launch --workers {plan.workers} --fit --batch-size {plan.batch}"
+                    f" -- {example_command(plan)}, as root over SSH",
+                )
+                looks = GuestShell(keys, vm.ssh_port, multiplexed=True)
+                try:
+                    followed = _follow(vm, looks, launch_at, plan, note)
+                finally:
+                    looks.close()
+                samples = list(sampler.samples)
+            # As the login user, as a training script would (root's push moves itself into system.slice).
+            pushed = shell.run("trainguard-push --now", timeout=300)
+            note(vm.elapsed(), f"results push at the end: {(pushed.stdout + pushed.stderr).strip()[-200:]}")
+            in_s3 = _from_s3(aws, followed.records)
+            guard = shell.run(GUARD_JOURNAL, 60)
+            emails = aws.emails(wait_s=1.0)
+            console = vm.console_text()
     return _outcome(launch_at, followed, in_s3, guard.stdout, emails, samples, console, events, accelerator)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from drill.guest import SETUP_COMMANDS, WORKER_PATH, GuestShell, guest_files
 from drill.image import Image
 from drill.local_aws import INSTANCE_ID, LocalAws, guest_aws_files
 from drill.observe import Sampler
-from drill.qemu import Accelerator, Vm, remove_run_dir
+from drill.qemu import Accelerator, Vm
 from drill.scenarios import (
     GuestPlan,
     Outcome,
@@ -35,6 +34,7 @@ from drill.scenarios import (
     Watcher,
     booted_shell,
     guest_vm,
+    kept_on_failure,
     start_run,
 )
 from healthcheck import contract
@@ -121,44 +121,37 @@ def run_guarded(
     """Scenario 2: the guarded host. sshd must answer throughout; the slice, not the kernel, takes the kills."""
     run_dir, events, note = start_run("guarded", log)
 
-    try:
-        with LocalAws() as aws:
-            bundle = aws.publish_bundle()
-            keys, spec = guest_vm(
-                run_dir,
-                image,
-                plan=plan,
-                files={**guest_files(), **guest_aws_files()},
-                commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {contract.RESULTS_DIR}"],
-                time_limit_s=plan.boot_s + plan.watch_s + 300,
-                stack_user_data=aws.user_data(bundle),
-                guest_forwards=(aws.forward(),),
-            )
-            with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
-                note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")
-                note(0.0, f"the stack's bundle {bundle.version} ({bundle.size} bytes) is in moto's S3 at {bundle.key}")
-                with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
-                    shell = booted_shell(keys, vm, plan, note)
-                    check_setup(shell, vm.elapsed, note)
-                    pushed = push_before_pressure(shell, aws, vm.elapsed, note)
-                    started = shell.run(launch_command(plan))
-                    launch_at = vm.elapsed()
-                    if started.returncode != 0:
-                        raise ScenarioFailed(f"could not start trainguard launch: {started.stderr.strip()}")
-                    note(launch_at, f"trainguard launch --workers {plan.workers} --fit started, as root over SSH")
-                    launch_log = _watch(vm, shell, launch_at, plan, note)
-                    samples = list(sampler.samples)
-                emails = aws.emails(wait_s=plan.email_wait_s, until_first=True)
-                guard = shell.run(GUARD_JOURNAL, 60)
-                records = worker_records(shell.run(f"cat {contract.WORKERS_STATE_FILE}", 30).stdout)
-                still_there = aws.object(f"{INSTANCE_ID}/{BEFORE_PRESSURE}")
-                console = vm.console_text()
-    except ScenarioFailed as failed:
-        raise ScenarioFailed(f"{failed}; the guest's console: {run_dir / 'vm' / 'console.log'}") from None
-    finally:
-        remove_run_dir(run_dir / "vm", keep=("console.log",))
-        remove_run_dir(run_dir, keep=("vm",))
-    shutil.rmtree(run_dir)
+    with kept_on_failure(run_dir), LocalAws() as aws:
+        bundle = aws.publish_bundle()
+        keys, spec = guest_vm(
+            run_dir,
+            image,
+            plan=plan,
+            files={**guest_files(), **guest_aws_files()},
+            commands=[*SETUP_COMMANDS, f"install -d -o ubuntu {contract.RESULTS_DIR}"],
+            time_limit_s=plan.boot_s + plan.watch_s + 300,
+            stack_user_data=aws.user_data(bundle),
+            guest_forwards=(aws.forward(),),
+        )
+        with Vm(spec, run_dir / "vm", accelerator, log=log) as vm:
+            note(0.0, f"qemu started ({accelerator.description}, {plan.memory_mib} MiB, {plan.cpus} vCPU, no swap)")
+            note(0.0, f"the stack's bundle {bundle.version} ({bundle.size} bytes) is in moto's S3 at {bundle.key}")
+            with Sampler(vm.ssh_port, vm.alive_port, vm.elapsed, on_sample=Watcher(note).sample) as sampler:
+                shell = booted_shell(keys, vm, plan, note)
+                check_setup(shell, vm.elapsed, note)
+                pushed = push_before_pressure(shell, aws, vm.elapsed, note)
+                started = shell.run(launch_command(plan))
+                launch_at = vm.elapsed()
+                if started.returncode != 0:
+                    raise ScenarioFailed(f"could not start trainguard launch: {started.stderr.strip()}")
+                note(launch_at, f"trainguard launch --workers {plan.workers} --fit started, as root over SSH")
+                launch_log = _watch(vm, shell, launch_at, plan, note)
+                samples = list(sampler.samples)
+            emails = aws.emails(wait_s=plan.email_wait_s, until_first=True)
+            guard = shell.run(GUARD_JOURNAL, 60)
+            records = worker_records(shell.run(f"cat {contract.WORKERS_STATE_FILE}", 30).stdout)
+            still_there = aws.object(f"{INSTANCE_ID}/{BEFORE_PRESSURE}")
+            console = vm.console_text()
     evidence = _Evidence(
         launch_at, launch_log, guard.stdout, emails, pushed is not None and still_there == pushed, records
     )

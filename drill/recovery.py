@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ from drill.guest import SETUP_COMMANDS, USER, WORKER_PATH, GuestShell, Keys, gue
 from drill.image import Image
 from drill.local_aws import BUCKET, LocalAws, guest_aws_files
 from drill.observe import Sampler, probe_answer
-from drill.qemu import Accelerator, Vm, remove_run_dir
+from drill.qemu import Accelerator, Vm
 from drill.scenarios import (
     GuestPlan,
     Outcome,
@@ -52,6 +51,7 @@ from drill.scenarios import (
     Watcher,
     booted_shell,
     guest_vm,
+    kept_on_failure,
     start_run,
 )
 from drill.seed import GuestFile
@@ -296,18 +296,11 @@ def run_recovery(
     run_dir, events, note = start_run("recovery", log)
 
     record = _Record()
-    try:
-        with LocalAws() as aws:
-            _drive(aws, image, accelerator, plan, run_dir, rule, note, record, log)
-            record.emails = aws.emails()
-            listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="postmortem/").get("Contents", [])
-            record.postmortem = [item["Key"] for item in listed]
-    except ScenarioFailed as failed:
-        raise ScenarioFailed(f"{failed}; the guest's console: {run_dir / 'vm' / 'console.log'}") from None
-    finally:
-        remove_run_dir(run_dir / "vm", keep=("console.log",))
-        remove_run_dir(run_dir, keep=("vm",))
-    shutil.rmtree(run_dir)
+    with kept_on_failure(run_dir), LocalAws() as aws:
+        _drive(aws, image, accelerator, plan, run_dir, rule, note, record, log)
+        record.emails = aws.emails()
+        listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="postmortem/").get("Contents", [])
+        record.postmortem = [item["Key"] for item in listed]
     return _recovery_outcome(record, budget, events, accelerator)
 
 

@@ -7,12 +7,13 @@ it from the host, and returns its summary object and readable timeline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -118,6 +119,20 @@ class ScenarioFailed(RuntimeError):
     """The scenario could not run to its end; the message says where it stopped."""
 
 
+@contextlib.contextmanager
+def kept_on_failure(run_dir: Path) -> Iterator[None]:
+    """A scenario's run folder: its disks and keys always go; after a failure the guest's console stays for a
+    person to read, and the failure names it; after a success nothing stays."""
+    try:
+        yield
+    except ScenarioFailed as failed:
+        raise ScenarioFailed(f"{failed}; the guest's console: {run_dir / 'vm' / 'console.log'}") from None
+    finally:
+        remove_run_dir(run_dir / "vm", keep=("console.log",))
+        remove_run_dir(run_dir, keep=("vm",))
+    shutil.rmtree(run_dir)
+
+
 def run_unguarded(
     image: Image,
     accelerator: Accelerator,
@@ -128,7 +143,7 @@ def run_unguarded(
     """Scenario 1: the incident. Workers started together over SSH, outside any slice, until sshd freezes."""
     run_dir, events, note = start_run("unguarded", log)
 
-    try:
+    with kept_on_failure(run_dir):
         keys, spec = guest_vm(
             run_dir,
             image,
@@ -152,13 +167,6 @@ def run_unguarded(
                     _watch(vm, sampler, probes, pressure_at, plan, note)
                 samples, probe_runs = list(sampler.samples), list(probes.runs)
             console = vm.console_text()
-    except ScenarioFailed as failed:
-        raise ScenarioFailed(f"{failed}; the guest's console: {run_dir / 'vm' / 'console.log'}") from None
-    finally:
-        # Disks and keys go; a failed run's console stays for a person to read.
-        remove_run_dir(run_dir / "vm", keep=("console.log",))
-        remove_run_dir(run_dir, keep=("vm",))
-    shutil.rmtree(run_dir)
     return _unguarded_outcome(samples, probe_runs, console, pressure_at, len(pids), events, accelerator)
 
 

@@ -18,6 +18,7 @@ import pytest
 from drill import observe, qemu, seed
 from drill.image import Image, Recipe, remove_other_images
 from drill.qemu import TCG, GuestForward, VmSpec
+from drill.scenarios import ScenarioFailed, kept_on_failure
 from drill.timeline import BANNER_OK
 from tests.conftest import Server
 
@@ -204,3 +205,32 @@ def _dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def _a_run(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    (run_dir / "vm").mkdir(parents=True)
+    for name in ("vm/console.log", "vm/disk.qcow2", "seed.iso", "keys"):
+        (run_dir / name).write_text(name)
+    return run_dir
+
+
+def test_a_scenario_that_ends_well_leaves_no_run_folder(tmp_path: Path) -> None:
+    run_dir = _a_run(tmp_path)
+
+    with kept_on_failure(run_dir):
+        pass
+
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("error", [ScenarioFailed("sshd never answered"), KeyError("a bug")], ids=["failed", "bug"])
+def test_a_scenario_that_fails_keeps_only_the_guests_console(tmp_path: Path, error: Exception) -> None:
+    run_dir = _a_run(tmp_path)
+
+    with pytest.raises(type(error)) as raised, kept_on_failure(run_dir):
+        raise error
+
+    assert sorted(str(path.relative_to(run_dir)) for path in run_dir.rglob("*")) == ["vm", "vm/console.log"]
+    if isinstance(error, ScenarioFailed):
+        assert str(raised.value) == f"sshd never answered; the guest's console: {run_dir / 'vm' / 'console.log'}"
